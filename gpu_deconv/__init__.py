@@ -1,0 +1,24 @@
+"""gpu_deconv: fast, verified Richardson-Lucy deconvolution for fluorescence microscopy.
+
+The public API: :func:`richardson_lucy`, :func:`convolve`, :func:`correlate`,
+:func:`choose_method`, :func:`get_backend`, the :mod:`gpu_deconv.psf` and
+:mod:`gpu_deconv.metrics` modules.
+"""
+
+from . import metrics, psf
+from ._rl import choose_method, convolve, correlate, richardson_lucy
+from .backends import BackendUnavailableError, available_backends, get_backend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "available_backends",
+    "choose_method",
+    "convolve",
+    "correlate",
+    "get_backend",
+    "metrics",
+    "psf",
+    "richardson_lucy",
+]

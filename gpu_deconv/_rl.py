@@ -1,0 +1,315 @@
+"""The Richardson-Lucy loop, written once against the Backend interface."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _validation as v
+from .backends import Backend, get_backend
+
+logger = logging.getLogger("gpu_deconv")
+
+
+def _prepare(image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel):
+    """Validate the shared arguments and return (image, psf, backend, operator).
+
+    ``stacklevel`` counts the frames between the user's call and this function.
+    """
+    image = v.check_image(image, dtype, stacklevel=stacklevel + 1)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    boundary = v.check_boundary(boundary)
+    method = v.check_method(method)
+    be = get_backend(backend, device=device)
+    operator = be.blur_operator(psf, image.shape, boundary, method, image.dtype)
+    logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, method)
+    return image, psf, be, operator
+
+
+def richardson_lucy(
+    image: np.ndarray,
+    psf: np.ndarray,
+    iterations: int = 10,
+    *,
+    backend: str | Backend = "auto",
+    method: str = "auto",
+    boundary: str = "reflect",
+    init: str | float | np.ndarray = "observed",
+    eps: float = 1e-12,
+    normalize_psf: bool = True,
+    snapshots: Sequence[int] | None = None,
+    callback: Callable[[int], Any] | None = None,
+    progress: bool = False,
+    dtype: Any = None,
+    device: str | None = None,
+) -> np.ndarray | dict[int, np.ndarray]:
+    r"""Deconvolve an image with the Richardson-Lucy algorithm.
+
+    Parameters
+    ----------
+    image : (M, N[, P]) array_like
+        Observed image, 1D, 2D or 3D, real and finite. Integer images are converted; negative
+        values are clipped to 0 with a warning.
+    psf : array_like
+        Point spread function with the same number of dimensions as ``image``, non-negative
+        (it may be larger than the image). Its origin is index ``n // 2`` on each axis.
+    iterations : int, optional
+        Number of iterations, by default 10. ``0`` returns the initial estimate.
+    backend : {"auto", "numpy", "opencl"} or Backend, optional
+        Compute backend, by default ``"auto"``.
+    method : {"auto", "fft", "separable", "spatial"}, optional
+        Convolution method, by default ``"auto"`` (cheapest by the backend's cost model; see
+        :func:`choose_method`). All methods give the same result to rounding.
+    boundary : {"reflect", "nearest", "mirror", "wrap", "constant"}, optional
+        How the blur extends the image beyond its edges, with ``scipy.ndimage`` names; by
+        default ``"reflect"``.
+    init : {"observed", "mean"}, float or array_like, optional
+        Starting estimate: the observed image (default), a constant equal to its mean, a
+        positive constant, or an array of the image's shape.
+    eps : float, optional
+        Where the blurred estimate is ``<= eps`` the ratio is set to 0, by default 1e-12.
+    normalize_psf : bool, optional
+        Scale the PSF to sum 1, by default True.
+    snapshots : sequence of int, optional
+        Iteration counts (each in ``[0, iterations]``) at which to keep a copy of the estimate.
+        One run of ``iterations`` iterations returns all of them.
+    callback : callable, optional
+        Called as ``callback(k)`` after iteration ``k`` (1-based). Use ``snapshots`` to get
+        estimates; a callback gets none, so device backends need no transfer per iteration.
+    progress : bool, optional
+        Show a tqdm progress bar on stderr, by default False.
+    dtype : {None, "float32", "float64"}, optional
+        Compute and output dtype; by default float64 for float64 images, else float32.
+    device : str, optional
+        Device name substring for device backends (see :func:`list_devices`).
+
+    Returns
+    -------
+    ndarray or dict of int to ndarray
+        The estimate after ``iterations`` iterations, with the image's shape and ``dtype``;
+        if ``snapshots`` is given, a dict mapping each requested iteration count to its
+        estimate instead.
+
+    Raises
+    ------
+    TypeError
+        If an array has a non-numeric or complex dtype, or an argument has the wrong type.
+    ValueError
+        If an array is empty, holds NaN or inf, the PSF is negative, all zero or of another
+        ndim than the image, or a name (backend, method, boundary, init) is
+        unknown, or ``iterations < 0``.
+    BackendUnavailableError
+        If the requested backend cannot run on this machine.
+
+    Notes
+    -----
+    With observed image :math:`g`, PSF :math:`h` and :math:`H x` = ``convolve(x, h)``,
+    :math:`H^T y` = ``correlate(y, h)`` under the chosen boundary mode, each iteration is
+
+    .. math:: f_{k+1} = f_k \cdot H^T\left(\frac{g}{H f_k}\right),
+
+    where the ratio is set to 0 wherever :math:`H f_k \le \varepsilon`. The image and the
+    working buffers are moved to the backend once, before the first iteration; only the result
+    and the requested snapshots come back.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpu_deconv import richardson_lucy
+    >>> from gpu_deconv.psf import gaussian_psf
+    >>> image = np.zeros((32, 32)); image[16, 16] = 1.0; image += 0.01
+    >>> psf = gaussian_psf((9, 9), sigma=1.5)
+    >>> result = richardson_lucy(image, psf, 20, backend="numpy")
+    >>> result.shape, result.dtype
+    ((32, 32), dtype('float64'))
+    >>> steps = richardson_lucy(image, psf, 20, backend="numpy", snapshots=[5, 20])
+    >>> sorted(steps)
+    [5, 20]
+    """
+    iterations = v.check_iterations(iterations)
+    eps = v.check_eps(eps)
+    wanted = v.check_snapshots(snapshots, iterations)
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable or None")
+    image, psf, be, operator = _prepare(
+        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=2
+    )
+    start = v.initial_estimate(init, image)
+
+    observed = be.to_backend(image)
+    if isinstance(start, np.ndarray):
+        estimate = be.copy(observed) if start is image else be.to_backend(start)
+    else:
+        estimate = be.full(image.shape, start, image.dtype)
+    blurred = be.empty_like(observed)
+    correction = be.empty_like(observed)
+
+    kept: dict[int, np.ndarray] = {}
+    if 0 in wanted:
+        kept[0] = be.to_numpy(estimate)
+    bar = _progress_bar(iterations, be.name, operator.method) if progress else None
+    try:
+        for k in range(1, iterations + 1):
+            operator.convolve(estimate, out=blurred)
+            be.ratio(observed, blurred, eps, out=blurred)
+            operator.correlate(blurred, out=correction)
+            be.multiply(estimate, correction, out=estimate)
+            if k in wanted:
+                kept[k] = be.to_numpy(estimate)
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(k)
+    finally:
+        if bar is not None:
+            bar.close()
+    if wanted:
+        return kept
+    return be.to_numpy(estimate)
+
+
+def _progress_bar(total: int, backend: str, method: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"Richardson-Lucy ({backend}, {method})", unit="it")
+
+
+def _blur(direction, image, psf, backend, method, boundary, dtype, normalize_psf, device):
+    image, _, be, operator = _prepare(
+        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=3
+    )
+    source = be.to_backend(image)
+    out = be.empty_like(source)
+    getattr(operator, direction)(source, out=out)
+    return be.to_numpy(out)
+
+
+def convolve(
+    image: np.ndarray,
+    psf: np.ndarray,
+    *,
+    backend: str | Backend = "auto",
+    method: str = "auto",
+    boundary: str = "reflect",
+    dtype: Any = None,
+    normalize_psf: bool = False,
+    device: str | None = None,
+) -> np.ndarray:
+    """Convolve an image with a PSF, equal to ``scipy.ndimage.convolve(image, psf, mode=...)``.
+
+    Parameters
+    ----------
+    image : array_like
+        1D, 2D or 3D real, finite image (negative values are clipped to 0 with a warning).
+    psf : array_like
+        Non-negative kernel with the image's ndim, origin at ``n // 2`` on each axis.
+    backend, method, boundary, dtype, device
+        As in :func:`richardson_lucy`.
+    normalize_psf : bool, optional
+        Scale the PSF to sum 1 first, by default False.
+
+    Returns
+    -------
+    ndarray
+        The blurred image, same shape as ``image``, in ``dtype``.
+
+    Raises
+    ------
+    TypeError, ValueError, BackendUnavailableError
+        As in :func:`richardson_lucy`.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.ndimage as ndi
+    >>> from gpu_deconv import convolve
+    >>> x = np.arange(25.0).reshape(5, 5); h = np.ones((3, 3)) / 9
+    >>> bool(np.allclose(convolve(x, h, backend="numpy", method="fft"), ndi.convolve(x, h)))
+    True
+    """
+    return _blur("convolve", image, psf, backend, method, boundary, dtype, normalize_psf, device)
+
+
+def correlate(
+    image: np.ndarray,
+    psf: np.ndarray,
+    *,
+    backend: str | Backend = "auto",
+    method: str = "auto",
+    boundary: str = "reflect",
+    dtype: Any = None,
+    normalize_psf: bool = False,
+    device: str | None = None,
+) -> np.ndarray:
+    """Correlate an image with a PSF, equal to ``scipy.ndimage.correlate(image, psf, mode=...)``.
+
+    This is the adjoint of :func:`convolve` for ``boundary="wrap"``.
+
+    Parameters
+    ----------
+    image : array_like
+        1D, 2D or 3D real, finite image (negative values are clipped to 0 with a warning).
+    psf : array_like
+        Non-negative kernel with the image's ndim, origin at ``n // 2`` on each axis.
+    backend, method, boundary, dtype, device
+        As in :func:`richardson_lucy`.
+    normalize_psf : bool, optional
+        Scale the PSF to sum 1 first, by default False.
+
+    Returns
+    -------
+    ndarray
+        The correlated image, same shape as ``image``, in ``dtype``.
+
+    Raises
+    ------
+    TypeError, ValueError, BackendUnavailableError
+        As in :func:`richardson_lucy`.
+    """
+    return _blur("correlate", image, psf, backend, method, boundary, dtype, normalize_psf, device)
+
+
+def choose_method(
+    shape: Sequence[int],
+    psf: np.ndarray,
+    *,
+    backend: str | Backend = "auto",
+    boundary: str = "reflect",
+    dtype: Any = "float32",
+    device: str | None = None,
+) -> str:
+    """Return the method that ``method="auto"`` picks for this case on this backend.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape.
+    psf : array_like
+        The PSF.
+    backend, boundary, device
+        As in :func:`richardson_lucy`.
+    dtype : {"float32", "float64"}, optional
+        Compute dtype, by default float32.
+
+    Returns
+    -------
+    str
+        ``"fft"``, ``"separable"`` or ``"spatial"``.
+
+    Raises
+    ------
+    TypeError, ValueError, BackendUnavailableError
+        As in :func:`richardson_lucy`.
+    """
+    from .backends._planning import choose_method as _choose
+
+    dtype = v.resolve_dtype(dtype, np.dtype(np.float32))
+    shape = tuple(int(s) for s in shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"shape must hold positive lengths, got {shape}")
+    psf = v.check_psf(psf, len(shape), normalize=True)
+    boundary = v.check_boundary(boundary)
+    be = get_backend(backend, device=device)
+    return _choose("auto", shape, psf, boundary, dtype, be.cost_model)[0]

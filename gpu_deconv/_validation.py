@@ -1,0 +1,190 @@
+"""Input validation at the public boundary.
+
+Every public entry point funnels its arguments through these helpers, so that bad input raises
+one specific ``ValueError`` or ``TypeError`` naming the argument, and the numerical code below
+can assume clean, finite, correctly typed arrays.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+BOUNDARIES = ("reflect", "nearest", "mirror", "wrap", "constant")
+METHODS = ("auto", "fft", "separable", "spatial")
+INIT_MODES = ("observed", "mean")
+DTYPES = ("float32", "float64")
+MAX_NDIM = 3
+PSF_NEGATIVE_RTOL = 1e-6  # negatives down to -1e-6 * max(psf) count as round-off
+
+
+def _choice(value: Any, name: str, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def check_boundary(boundary: Any) -> str:
+    """Return ``boundary`` if it is one of :data:`BOUNDARIES`, else raise ``ValueError``."""
+    return _choice(boundary, "boundary", BOUNDARIES)
+
+
+def check_method(method: Any) -> str:
+    """Return ``method`` if it is one of :data:`METHODS`, else raise ``ValueError``."""
+    return _choice(method, "method", METHODS)
+
+
+def resolve_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:
+    """Return the floating dtype the computation runs in.
+
+    ``None`` picks float64 for float64 images and float32 for everything else (integer
+    microscopy data is at most 16 bit, so float32 holds it exactly).
+    """
+    if dtype is None:
+        return np.dtype(np.float64) if image_dtype == np.float64 else np.dtype(np.float32)
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if resolved.name not in DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {resolved.name}")
+    return resolved
+
+
+def _as_real_array(array: Any, name: str) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        arr = array
+    else:
+        try:
+            arr = np.asarray(array)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a numeric array, got {type(array).__name__}") from exc
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must have a real numeric dtype, got bool")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name} must have a real numeric dtype, got {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if arr.ndim == 0 or arr.ndim > MAX_NDIM:
+        raise ValueError(f"{name} must be 1D, 2D or 3D, got {arr.ndim} dimensions")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def check_image(image: Any, dtype: Any, stacklevel: int, name: str = "image") -> np.ndarray:
+    """Validate an image and return a C-contiguous copy in the compute dtype.
+
+    ``dtype`` is resolved by :func:`resolve_dtype`. Negative values are clipped to 0 with a
+    ``UserWarning`` (Richardson-Lucy assumes non-negative photon counts); ``stacklevel`` makes
+    the warning point at the user's call.
+    """
+    arr = _as_real_array(image, name)
+    out = np.array(arr, dtype=resolve_dtype(dtype, arr.dtype), order="C", copy=True)
+    if (out < 0).any():
+        warnings.warn(
+            f"{name} has negative values (min {out.min():g}); they are clipped to 0",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+        np.maximum(out, 0, out=out)
+    return out
+
+
+def check_psf(psf: Any, ndim: int, normalize: bool) -> np.ndarray:
+    """Validate a PSF for an image of ``ndim`` axes; return it as float64 (normalised if asked).
+
+    The PSF may be larger than the image (a measured PSF often has more planes than a thin
+    stack). It stays float64 on the host: operators cast it (or its OTF) to the compute dtype.
+    """
+    arr = _as_real_array(psf, "psf")
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"psf must have the same number of dimensions as image: "
+            f"psf.ndim={arr.ndim}, image.ndim={ndim}"
+        )
+    out = np.array(arr, dtype=np.float64, order="C", copy=True)
+    peak = out.max()
+    # Measured PSFs carry round-off negatives from background subtraction (about -1e-20):
+    # those are zeroed; anything larger is a broken PSF.
+    if out.min() < -PSF_NEGATIVE_RTOL * max(peak, 0.0) or (peak <= 0 and out.min() < 0):
+        raise ValueError(f"psf has negative values (min {out.min():g}); a PSF must be >= 0")
+    np.maximum(out, 0, out=out)
+    total = out.sum()
+    if total <= 0:
+        raise ValueError("psf is all zeros; a PSF must have a positive sum")
+    if normalize:
+        out /= total
+    return out
+
+
+def check_iterations(iterations: Any) -> int:
+    """Return ``iterations`` as an ``int`` >= 0."""
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral):
+        raise TypeError(f"iterations must be an integer, got {type(iterations).__name__}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    return int(iterations)
+
+
+def check_eps(eps: Any) -> float:
+    """Return ``eps`` as a finite float >= 0."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    value = float(eps)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    return value
+
+
+def check_snapshots(snapshots: Any, iterations: int) -> tuple[int, ...]:
+    """Return the sorted, unique snapshot iteration counts, each in ``[0, iterations]``."""
+    if snapshots is None:
+        return ()
+    if isinstance(snapshots, (str, bytes)) or not isinstance(snapshots, Iterable):
+        raise TypeError("snapshots must be a sequence of iteration counts, e.g. [10, 20, 40]")
+    values = list(snapshots)
+    if not values:
+        raise ValueError("snapshots is empty; pass None for no snapshots")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"snapshots must hold integers, got {value!r}")
+        if not 0 <= int(value) <= iterations:
+            raise ValueError(f"snapshots must lie in [0, iterations={iterations}], got {value}")
+    return tuple(sorted({int(v) for v in values}))
+
+
+def initial_estimate(init: Any, image: np.ndarray) -> np.ndarray | float:
+    """Return the starting estimate: an array of the image's shape and dtype, or a scalar.
+
+    ``"observed"`` gives the (already clipped) image itself, ``"mean"`` and numbers give a
+    scalar that the backend broadcasts on the device, so no extra transfer is needed.
+    """
+    if isinstance(init, str):
+        _choice(init, "init", INIT_MODES)
+        if init == "observed":
+            return image
+        mean = float(image.mean())
+        if mean <= 0:
+            raise ValueError("init='mean' needs an image with a positive mean")
+        return mean
+    if isinstance(init, numbers.Real) and not isinstance(init, bool):
+        value = float(init)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"init must be a positive finite number, got {init}")
+        return value
+    if isinstance(init, np.ndarray) or isinstance(init, (list, tuple)):
+        arr = _as_real_array(init, "init")
+        if arr.shape != image.shape:
+            raise ValueError(f"init must have the image's shape {image.shape}, got {arr.shape}")
+        if (arr < 0).any():
+            raise ValueError("init has negative values; the starting estimate must be >= 0")
+        return np.array(arr, dtype=image.dtype, order="C", copy=True)
+    raise TypeError(f"init must be 'observed', 'mean', a positive number or an array, got {init!r}")

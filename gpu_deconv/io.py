@@ -1,0 +1,134 @@
+"""TIFF input and output: voxel-size metadata kept, outputs written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+
+@dataclass(frozen=True)
+class TiffImage:
+    """An image read from a TIFF file.
+
+    Attributes
+    ----------
+    data : ndarray
+        Pixel data, squeezed of length-1 axes.
+    voxel_size : tuple of float or None
+        Voxel size per axis (z, y, x or y, x) in the file's unit, when the file records it.
+    """
+
+    data: np.ndarray
+    voxel_size: tuple[float, ...] | None
+
+
+def read_tiff(path: str | os.PathLike) -> TiffImage:
+    """Read a 2D or 3D TIFF (ImageJ hyperstacks included) with its voxel size.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        File to read.
+
+    Returns
+    -------
+    TiffImage
+        The data and voxel size.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable TIFF.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            page = tif.pages[0]
+            voxel = _voxel_size(tif, page, np.squeeze(data).ndim)
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
+    return TiffImage(np.squeeze(data), voxel)
+
+
+def _voxel_size(tif, page, ndim: int) -> tuple[float, ...] | None:
+    def resolution(tag: str) -> float | None:
+        value = page.tags.get(tag)
+        if value is None:
+            return None
+        num, den = value.value
+        return den / num if num else None
+
+    x, y = resolution("XResolution"), resolution("YResolution")
+    if x is None or y is None or (x == 1.0 and y == 1.0):
+        return None
+    if ndim == 2:
+        return (y, x)
+    z = (tif.imagej_metadata or {}).get("spacing")
+    return (float(z) if z else 1.0, y, x)
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    voxel_size: tuple[float, ...] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``data`` as an ImageJ-compatible TIFF, atomically.
+
+    The data go to a temporary file in the target directory, which is renamed onto ``path`` only
+    once complete: an interrupted write never leaves a truncated file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file.
+    data : ndarray
+        2D or 3D array (float32, uint16, ...).
+    voxel_size : tuple of float, optional
+        (z,) y, x voxel size to record.
+    overwrite : bool, optional
+        Replace an existing file, by default False.
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the output directory does not exist.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    kwargs: dict = {"imagej": data.dtype != np.float64, "photometric": "minisblack"}
+    if voxel_size is not None:
+        kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
+        if data.ndim == 3 and len(voxel_size) == 3:
+            kwargs["metadata"] = {"spacing": voxel_size[0], "axes": "ZYX"}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)  # tifffile opens the file by name
+    try:
+        tifffile.imwrite(tmp, data, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,81 @@
+"""PSF tools: synthetic Gaussian PSFs and normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _validation as v
+
+
+def gaussian_psf(shape: Sequence[int], sigma: float | Sequence[float]) -> np.ndarray:
+    """Return a sampled Gaussian PSF, centred at index ``n // 2`` and normalised to sum 1.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        PSF shape, 1 to 3 axes; odd lengths put the peak exactly in the middle.
+    sigma : float or sequence of float
+        Standard deviation in pixels, one for all axes or one per axis (anisotropic PSFs,
+        e.g. a longer z axis).
+
+    Returns
+    -------
+    ndarray
+        float64 PSF of ``shape``; it is separable (an outer product of 1-D Gaussians).
+
+    Raises
+    ------
+    ValueError
+        If a length is not positive, or a sigma is not positive and finite, or the numbers of
+        sigmas and axes differ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpu_deconv.psf import gaussian_psf
+    >>> psf = gaussian_psf((25, 25), sigma=2)
+    >>> psf.shape, round(float(psf.sum()), 12), np.unravel_index(psf.argmax(), psf.shape)
+    ((25, 25), 1.0, (12, 12))
+    """
+    shape = tuple(int(n) for n in shape)
+    if not 1 <= len(shape) <= v.MAX_NDIM or any(n < 1 for n in shape):
+        raise ValueError(f"shape must have 1 to 3 positive lengths, got {shape}")
+    sigmas = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    if sigmas.size == 1:
+        sigmas = np.repeat(sigmas, len(shape))
+    if sigmas.shape != (len(shape),):
+        raise ValueError(f"sigma must be one number or one per axis ({len(shape)}), got {sigma}")
+    if not (np.isfinite(sigmas).all() and (sigmas > 0).all()):
+        raise ValueError(f"sigma must be positive and finite, got {sigma}")
+    psf = np.ones((), dtype=np.float64)
+    for n, s in zip(shape, sigmas):
+        x = np.arange(n) - n // 2
+        profile = np.exp(-0.5 * (x / s) ** 2)
+        psf = np.multiply.outer(psf, profile / profile.sum())
+    return psf
+
+
+def normalize_psf(psf: np.ndarray) -> np.ndarray:
+    """Return ``psf`` as float64 scaled to sum 1.
+
+    Parameters
+    ----------
+    psf : array_like
+        Non-negative, finite PSF, 1 to 3 axes.
+
+    Returns
+    -------
+    ndarray
+        float64 copy that sums to 1.
+
+    Raises
+    ------
+    TypeError
+        If ``psf`` is not a real numeric array.
+    ValueError
+        If ``psf`` is empty, holds NaN/inf or negative values, or is all zero.
+    """
+    arr = np.asarray(psf)
+    return v.check_psf(arr, arr.ndim, normalize=True)

@@ -1,0 +1,158 @@
+"""Bad input gets a specific exception that names the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpu_deconv as gd
+
+IMG = np.ones((16, 16))
+PSF = np.ones((3, 3)) / 9
+
+
+def nan_image():
+    a = IMG.copy()
+    a[3, 3] = np.nan
+    return a
+
+
+BAD_CALLS = [
+    # (description, kwargs overriding image/psf/iterations/..., exception, message fragment)
+    ("nan image", dict(image=nan_image()), ValueError, "image contains NaN"),
+    ("inf psf", dict(psf=np.full((3, 3), np.inf)), ValueError, "psf contains NaN or infinite"),
+    ("empty image", dict(image=np.ones((0, 4))), ValueError, "image is empty"),
+    ("empty psf", dict(psf=np.ones((0, 3))), ValueError, "psf is empty"),
+    ("scalar image", dict(image=np.float64(3.0)), ValueError, "image must be 1D, 2D or 3D"),
+    (
+        "4d image",
+        dict(image=np.ones((2, 2, 2, 2)), psf=np.ones((1, 1, 1, 1))),
+        ValueError,
+        "image must be 1D, 2D or 3D",
+    ),
+    ("psf ndim", dict(psf=np.ones((3, 3, 3))), ValueError, "same number of dimensions"),
+    ("zero psf", dict(psf=np.zeros((3, 3))), ValueError, "psf is all zeros"),
+    ("negative psf", dict(psf=-np.ones((3, 3))), ValueError, "psf has negative values"),
+    ("complex image", dict(image=IMG.astype(complex)), TypeError, "image must be real-valued"),
+    ("bool image", dict(image=IMG.astype(bool)), TypeError, "image must have a real numeric dtype"),
+    (
+        "string image",
+        dict(image=np.array([["a", "b"], ["c", "d"]])),
+        TypeError,
+        "image must have a real numeric dtype",
+    ),
+    ("object psf", dict(psf=np.array([[None]])), TypeError, "psf must have a real numeric dtype"),
+    ("negative iterations", dict(iterations=-1), ValueError, "iterations must be >= 0"),
+    ("float iterations", dict(iterations=2.5), TypeError, "iterations must be an integer"),
+    ("bool iterations", dict(iterations=True), TypeError, "iterations must be an integer"),
+    (
+        "unknown backend",
+        dict(backend="cuda"),
+        ValueError,
+        "unknown backend 'cuda'; available: auto",
+    ),
+    (
+        "unknown method",
+        dict(method="wiener"),
+        ValueError,
+        "unknown method 'wiener'; allowed: auto, fft, separable, spatial",
+    ),
+    (
+        "unknown boundary",
+        dict(boundary="periodic"),
+        ValueError,
+        "unknown boundary 'periodic'; allowed: reflect, nearest, mirror, wrap, constant",
+    ),
+    (
+        "unknown init",
+        dict(init="zeros"),
+        ValueError,
+        "unknown init 'zeros'; allowed: observed, mean",
+    ),
+    ("zero init", dict(init=0.0), ValueError, "init must be a positive finite number"),
+    ("init shape", dict(init=np.ones((4, 4))), ValueError, "init must have the image's shape"),
+    ("negative init", dict(init=-IMG), ValueError, "init has negative values"),
+    ("nan init", dict(init=nan_image()), ValueError, "init contains NaN"),
+    ("init type", dict(init=object()), TypeError, "init must be 'observed', 'mean'"),
+    ("negative eps", dict(eps=-1.0), ValueError, "eps must be a finite number >= 0"),
+    (
+        "snapshot too big",
+        dict(snapshots=[5, 20]),
+        ValueError,
+        "snapshots must lie in [0, iterations=10]",
+    ),
+    ("snapshot string", dict(snapshots="10"), TypeError, "snapshots must be a sequence"),
+    ("empty snapshots", dict(snapshots=[]), ValueError, "snapshots is empty"),
+    ("bad dtype", dict(dtype="float16"), TypeError, "dtype must be float32 or float64"),
+    ("int dtype", dict(dtype=int), TypeError, "dtype must be float32 or float64"),
+    (
+        "separable on non-rank-one",
+        dict(psf=np.eye(3), method="separable"),
+        ValueError,
+        "needs a separable",
+    ),
+    ("device on numpy", dict(device="gpu"), ValueError, "device is only meaningful"),
+    ("callback not callable", dict(callback=3), TypeError, "callback must be callable"),
+    (
+        "mean init of zero image",
+        dict(image=np.zeros((16, 16)), init="mean"),
+        ValueError,
+        "positive mean",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "overrides, exc, fragment", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
+)
+def test_bad_input_raises_named_error(overrides, exc, fragment):
+    kwargs = dict(image=IMG, psf=PSF, iterations=10, backend="numpy")
+    kwargs.update(overrides)
+    with pytest.raises(exc) as info:
+        gd.richardson_lucy(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_negative_image_values_are_clipped_with_warning():
+    image = IMG.copy()
+    image[0, 0] = -5
+    with pytest.warns(UserWarning, match="image has negative values") as record:
+        result = gd.richardson_lucy(image, PSF, 0, backend="numpy")
+    assert record[0].filename == __file__  # the warning points at the caller
+    assert result[0, 0] == 0 and (result >= 0).all()
+
+
+def test_psf_round_off_negatives_are_zeroed():
+    psf = PSF.copy()
+    psf[0, 0] = -1e-20  # as in a background-subtracted measured PSF
+    expected = PSF.copy()
+    expected[0, 0] = 0
+    result = gd.richardson_lucy(IMG, psf, 3, backend="numpy")
+    np.testing.assert_array_equal(result, gd.richardson_lucy(IMG, expected, 3, backend="numpy"))
+    psf[0, 0] = -1e-3
+    with pytest.raises(ValueError, match="psf has negative values"):
+        gd.richardson_lucy(IMG, psf, 3, backend="numpy")
+
+
+def test_input_arrays_are_not_modified():
+    image = IMG.copy()
+    image[0, 0] = -1
+    psf = PSF * 3
+    with pytest.warns(UserWarning):
+        gd.richardson_lucy(image, psf, 2, backend="numpy")
+    assert image[0, 0] == -1 and np.all(psf == PSF * 3)
+
+
+@pytest.mark.parametrize("func", [gd.convolve, gd.correlate])
+def test_blur_validates_like_richardson_lucy(func):
+    with pytest.raises(ValueError, match="unknown boundary"):
+        func(IMG, PSF, backend="numpy", boundary="clamp")
+    with pytest.raises(ValueError, match="same number of dimensions"):
+        func(IMG, np.ones(3), backend="numpy")
+
+
+def test_choose_method_validates():
+    with pytest.raises(ValueError, match="shape must hold positive lengths"):
+        gd.choose_method((0, 4), PSF)
+    with pytest.raises(ValueError, match="unknown backend"):
+        gd.choose_method((8, 8), PSF, backend="vulkan")
