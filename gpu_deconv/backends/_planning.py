@@ -171,7 +171,7 @@ def dct_gain(psf: np.ndarray, shape: tuple[int, ...], dct_type: int) -> np.ndarr
         offsets = np.arange(n_psf) - n_psf // 2
         cosines = np.cos(np.pi * np.outer(np.arange(n_image), offsets) / period)
         gain = np.moveaxis(np.tensordot(cosines, gain, axes=([1], [axis])), 0, axis)
-    return gain
+    return np.ascontiguousarray(gain)
 
 
 def separable_profiles(psf: np.ndarray, rtol: float) -> list[np.ndarray] | None:

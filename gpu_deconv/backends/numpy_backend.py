@@ -120,7 +120,7 @@ class _DCTOperator:
         self._type = 2 if transform == "dct2" else 1
         self._axes = tuple(a for a, n in enumerate(psf.shape) if n > 1)
         self._workers = workers
-        self._gain = dct_gain(psf, tuple(shape), self._type).astype(dtype)
+        self._gain = np.ascontiguousarray(dct_gain(psf, tuple(shape), self._type), dtype=dtype)
 
     def convolve(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         if not self._axes:  # a 1x1x1 PSF only scales
