@@ -8,16 +8,19 @@ The public API: :func:`richardson_lucy`, :func:`convolve`, :func:`correlate`,
 from . import metrics, psf
 from ._rl import choose_method, convolve, correlate, richardson_lucy
 from .backends import BackendUnavailableError, available_backends, get_backend
+from .backends._opencl_devices import DeviceInfo, list_devices
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "DeviceInfo",
     "available_backends",
     "choose_method",
     "convolve",
     "correlate",
     "get_backend",
+    "list_devices",
     "metrics",
     "psf",
     "richardson_lucy",

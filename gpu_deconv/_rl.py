@@ -19,11 +19,11 @@ def _prepare(image, psf, backend, method, boundary, dtype, normalize_psf, device
 
     ``stacklevel`` counts the frames between the user's call and this function.
     """
-    image = v.check_image(image, dtype, stacklevel=stacklevel + 1)
-    psf = v.check_psf(psf, image.ndim, normalize_psf)
     boundary = v.check_boundary(boundary)
     method = v.check_method(method)
     be = get_backend(backend, device=device)
+    image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
     operator = be.blur_operator(psf, image.shape, boundary, method, image.dtype)
     logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, method)
     return image, psf, be, operator
@@ -82,7 +82,8 @@ def richardson_lucy(
     progress : bool, optional
         Show a tqdm progress bar on stderr, by default False.
     dtype : {None, "float32", "float64"}, optional
-        Compute and output dtype; by default float64 for float64 images, else float32.
+        Compute and output dtype; by default float64 for float64 images (where the backend
+        supports it; OpenCL computes in float32), else float32.
     device : str, optional
         Device name substring for device backends (see :func:`list_devices`).
 
@@ -145,7 +146,8 @@ def richardson_lucy(
     else:
         estimate = be.full(image.shape, start, image.dtype)
     blurred = be.empty_like(observed)
-    correction = be.empty_like(observed)
+    # An operator that may write over its input needs no separate correction buffer.
+    correction = blurred if operator.inplace else be.empty_like(observed)
 
     kept: dict[int, np.ndarray] = {}
     if 0 in wanted:
@@ -305,11 +307,11 @@ def choose_method(
     """
     from .backends._planning import choose_method as _choose
 
-    dtype = v.resolve_dtype(dtype, np.dtype(np.float32))
     shape = tuple(int(s) for s in shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"shape must hold positive lengths, got {shape}")
     psf = v.check_psf(psf, len(shape), normalize=True)
     boundary = v.check_boundary(boundary)
     be = get_backend(backend, device=device)
+    dtype = v.resolve_dtype(dtype, np.dtype(np.float32), be.dtypes)
     return _choose("auto", shape, psf, boundary, dtype, be.cost_model)[0]

@@ -39,20 +39,27 @@ def check_method(method: Any) -> str:
     return _choice(method, "method", METHODS)
 
 
-def resolve_dtype(dtype: Any, image_dtype: np.dtype) -> np.dtype:
+def resolve_dtype(
+    dtype: Any, image_dtype: np.dtype, supported: tuple[str, ...] = DTYPES
+) -> np.dtype:
     """Return the floating dtype the computation runs in.
 
-    ``None`` picks float64 for float64 images and float32 for everything else (integer
-    microscopy data is at most 16 bit, so float32 holds it exactly).
+    ``None`` picks float64 for float64 images where the backend ``supported`` it, and float32
+    otherwise (integer microscopy data is at most 16 bit, so float32 holds it exactly).
     """
     if dtype is None:
-        return np.dtype(np.float64) if image_dtype == np.float64 else np.dtype(np.float32)
+        wide = image_dtype == np.float64 and "float64" in supported
+        return np.dtype(np.float64) if wide else np.dtype(np.float32)
     try:
         resolved = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
     if resolved.name not in DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {resolved.name}")
+    if resolved.name not in supported:
+        raise ValueError(
+            f"dtype {resolved.name} is not supported by this backend; use {', '.join(supported)}"
+        )
     return resolved
 
 
@@ -79,15 +86,21 @@ def _as_real_array(array: Any, name: str) -> np.ndarray:
     return arr
 
 
-def check_image(image: Any, dtype: Any, stacklevel: int, name: str = "image") -> np.ndarray:
+def check_image(
+    image: Any,
+    dtype: Any,
+    stacklevel: int,
+    name: str = "image",
+    supported: tuple[str, ...] = DTYPES,
+) -> np.ndarray:
     """Validate an image and return a C-contiguous copy in the compute dtype.
 
-    ``dtype`` is resolved by :func:`resolve_dtype`. Negative values are clipped to 0 with a
-    ``UserWarning`` (Richardson-Lucy assumes non-negative photon counts); ``stacklevel`` makes
-    the warning point at the user's call.
+    ``dtype`` is resolved by :func:`resolve_dtype` against the backend's ``supported`` dtypes.
+    Negative values are clipped to 0 with a ``UserWarning`` (Richardson-Lucy assumes
+    non-negative photon counts); ``stacklevel`` makes the warning point at the user's call.
     """
     arr = _as_real_array(image, name)
-    out = np.array(arr, dtype=resolve_dtype(dtype, arr.dtype), order="C", copy=True)
+    out = np.array(arr, dtype=resolve_dtype(dtype, arr.dtype, supported), order="C", copy=True)
     if (out < 0).any():
         warnings.warn(
             f"{name} has negative values (min {out.min():g}); they are clipped to 0",

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
+import gpu_deconv as gd
 from gpu_deconv.psf import gaussian_psf
 
 # Relative RMS tolerances of a backend result against the float64 oracle, per compute dtype.
 RL_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 BLUR_RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-6}
 BOUNDARIES = ("reflect", "nearest", "mirror", "wrap", "constant")
+
+# (backend, compute dtype) pairs every equivalence test runs on: one test body for all.
+OPENCL = pytest.param("opencl", marks=pytest.mark.opencl, id="opencl")
+BACKEND_DTYPES = [
+    pytest.param(("numpy", np.float64), id="numpy-float64"),
+    pytest.param(("numpy", np.float32), id="numpy-float32"),
+    pytest.param(("opencl", np.float32), marks=pytest.mark.opencl, id="opencl-float32"),
+]
+
+
+def require_backend(name: str) -> None:
+    """Skip when the backend cannot run here, unless $GPU_DECONV_REQUIRE_OPENCL=1 (make test)."""
+    if name == "numpy":
+        return
+    try:
+        gd.get_backend(name)
+    except gd.BackendUnavailableError as exc:
+        if os.environ.get("GPU_DECONV_REQUIRE_OPENCL") == "1":
+            pytest.fail(f"{name} backend required but unavailable: {exc}")
+        pytest.skip(f"{name} backend unavailable: {exc}")
+
+
+@pytest.fixture(params=["numpy", OPENCL])
+def backend(request):
+    """Each backend by name; OpenCL runs on whatever device is default (PoCL on CI)."""
+    require_backend(request.param)
+    return request.param
+
+
+@pytest.fixture(params=BACKEND_DTYPES)
+def backend_dtype(request):
+    name, dtype = request.param
+    require_backend(name)
+    return name, np.dtype(dtype)
 
 
 def rel_rms(result: np.ndarray, expected: np.ndarray) -> float:

@@ -95,10 +95,10 @@ def test_wrap_is_shift_equivariant(case, dy, dx):
 
 
 @pytest.mark.parametrize("method", ["spatial", "separable", "fft"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_snapshots_equal_separate_runs_exactly(method, dtype, image3d):
+def test_snapshots_equal_separate_runs_exactly(method, backend_dtype, image3d):
+    backend, dtype = backend_dtype
     psf = make_psf((3, 5, 5), "gaussian")
-    kwargs = dict(backend="numpy", method=method, dtype=dtype)
+    kwargs = dict(backend=backend, method=method, dtype=dtype)
     steps = gd.richardson_lucy(image3d, psf, 9, snapshots=[9, 0, 3, 3], **kwargs)
     assert list(steps) == [0, 3, 9]
     for k, estimate in steps.items():

@@ -42,7 +42,26 @@ def _numpy_factory(device: Any = None) -> Backend:
     return NumpyBackend()
 
 
+_OPENCL_INSTANCES: dict[str | None, Backend] = {}
+
+
+def _opencl_factory(device: str | None = None) -> Backend:
+    """One OpenCLBackend per device request, so kernels compile once per device."""
+    import os
+
+    from ._opencl_devices import DEVICE_ENV
+
+    key = device if device is not None else os.environ.get(DEVICE_ENV)
+    if key not in _OPENCL_INSTANCES:
+        from .opencl_backend import OpenCLBackend
+
+        _OPENCL_INSTANCES[key] = OpenCLBackend(device)
+    return _OPENCL_INSTANCES[key]
+
+
 register_backend("numpy", _numpy_factory)
+register_backend("opencl", _opencl_factory)
+_warned_fallback = False
 
 
 def get_backend(backend: str | Backend = "auto", device: str | None = None) -> Backend:
@@ -51,11 +70,12 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
     Parameters
     ----------
     backend : str or Backend, optional
-        ``"numpy"``, ``"opencl"`` or ``"auto"``, by default ``"auto"``. ``"auto"`` picks the
-        fastest backend that can run here and falls back to NumPy with a warning when an
-        accelerated backend was expected but is unavailable.
+        ``"numpy"``, ``"opencl"`` or ``"auto"``, by default ``"auto"``. ``"auto"`` picks
+        OpenCL on a GPU (or on the device named by ``device`` / ``$GPU_DECONV_DEVICE``) and
+        NumPy on CPU-only machines, where it is faster; with no OpenCL at all it warns once
+        and uses NumPy.
     device : str, optional
-        Device name substring, for device backends.
+        OpenCL device name substring (``"auto"`` and ``"opencl"`` only).
 
     Returns
     -------
@@ -83,20 +103,22 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
 
 
 def _auto_backend(device: str | None) -> Backend:
-    """Return NumPy unless a registered accelerator backend says it is faster here."""
-    for name, factory in _FACTORIES.items():
-        if name == "numpy":
-            continue
-        try:
-            candidate = factory(device=device)
-        except BackendUnavailableError as exc:
-            if device is not None:
-                warnings.warn(
-                    f"backend='auto': {name} unavailable ({exc}); using numpy",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-            continue
-        if getattr(candidate, "preferred_over_numpy", False):
-            return candidate
+    """Return OpenCL where it beats NumPy (a GPU, or a device asked for), else NumPy.
+
+    On a machine with no usable OpenCL at all, warn once per process and use NumPy.
+    """
+    global _warned_fallback
+    try:
+        candidate = _FACTORIES["opencl"](device=device)
+    except BackendUnavailableError as exc:
+        if device is not None or not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(
+                f"backend='auto': OpenCL unavailable ({exc}); using the NumPy backend",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return _FACTORIES["numpy"](device=None)
+    if device is not None or getattr(candidate, "preferred_over_numpy", False):
+        return candidate
     return _FACTORIES["numpy"](device=None)

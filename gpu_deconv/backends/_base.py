@@ -26,9 +26,12 @@ class BlurOperator(Protocol):
     method : str
         The convolution method actually used: ``"fft"``, ``"separable"`` or ``"spatial"``
         (never ``"auto"``).
+    inplace : bool
+        Whether ``out`` may be the input array itself.
     """
 
     method: str
+    inplace: bool
 
     def convolve(self, x: Any, out: Any) -> Any:
         """Write ``H x`` (``scipy.ndimage.convolve(x, psf, mode=boundary)``) into ``out``."""
@@ -49,10 +52,13 @@ class Backend(Protocol):
         Registry name, e.g. ``"numpy"``.
     cost_model : CostModel
         Timing constants behind ``method="auto"`` on this backend.
+    dtypes : tuple of str
+        Compute dtypes it supports, e.g. ``("float32", "float64")``.
     """
 
     name: str
     cost_model: Any
+    dtypes: tuple[str, ...]
 
     def to_backend(self, array: np.ndarray) -> Any:
         """Copy a host array to a new backend array (one host-to-device transfer)."""

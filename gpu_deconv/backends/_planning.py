@@ -215,6 +215,8 @@ class CostModel:
         Seconds per padded sample for padding, spectrum multiply and crop.
     call_overhead : float
         Fixed seconds per operator call (launches, planning look-ups).
+    dct_factor : float
+        Cost of a DCT relative to a real FFT of the same size.
     """
 
     spatial_per_mac: float
@@ -222,6 +224,7 @@ class CostModel:
     fft_per_nlogn: float
     fft_per_sample: float
     call_overhead: float
+    dct_factor: float = 1.0
 
     def costs(
         self,
@@ -234,13 +237,13 @@ class CostModel:
         """Estimated seconds of one convolution by each applicable method."""
         n = math.prod(shape)
         if transform == "rfft":
-            padded = math.prod(fft_geometry(shape, psf_shape, boundary).padded_shape)
+            padded, factor = math.prod(fft_geometry(shape, psf_shape, boundary).padded_shape), 1.0
         else:
-            padded = n
+            padded, factor = n, self.dct_factor
+        transforms = padded * math.log2(max(padded, 2)) * self.fft_per_nlogn * factor
         costs = {
             "spatial": n * math.prod(psf_shape) * self.spatial_per_mac + self.call_overhead,
-            "fft": padded * (math.log2(max(padded, 2)) * self.fft_per_nlogn + self.fft_per_sample)
-            + self.call_overhead,
+            "fft": transforms + padded * self.fft_per_sample + self.call_overhead,
         }
         if separable:
             costs["separable"] = (

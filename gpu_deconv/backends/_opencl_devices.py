@@ -1,0 +1,153 @@
+"""OpenCL device discovery and choice: ``device=`` substring, ``GPU_DECONV_DEVICE``, GPU first."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ._base import BackendUnavailableError
+
+DEVICE_ENV = "GPU_DECONV_DEVICE"
+INSTALL_HINT = (
+    "install an OpenCL driver: `pip install pocl-binary-distribution` gives a CPU device, "
+    "or install your GPU vendor's OpenCL driver"
+)
+PACKAGE_HINT = 'install the OpenCL extra: `pip install "gpu_deconv[opencl,pocl]"`'
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One OpenCL device as :func:`list_devices` reports it.
+
+    Attributes
+    ----------
+    name : str
+        Device name, as matched by ``device=`` substrings.
+    platform : str
+        OpenCL platform name.
+    type : str
+        ``"GPU"``, ``"CPU"``, ``"ACCELERATOR"`` or ``"OTHER"``.
+    global_memory : int
+        Device memory in bytes.
+    max_allocation : int
+        Largest single buffer in bytes.
+    is_default : bool
+        Whether ``device=None`` picks this device (GPU first, then the largest memory).
+    """
+
+    name: str
+    platform: str
+    type: str
+    global_memory: int
+    max_allocation: int
+    is_default: bool
+
+
+def import_pyopencl() -> Any:
+    """Import pyopencl or raise :class:`BackendUnavailableError` with an install hint."""
+    try:
+        import pyopencl
+    except ImportError as exc:
+        raise BackendUnavailableError(f"pyopencl is not installed; {PACKAGE_HINT}") from exc
+    return pyopencl
+
+
+def _device_type(cl: Any, device: Any) -> str:
+    if device.type & cl.device_type.GPU:
+        return "GPU"
+    if device.type & cl.device_type.ACCELERATOR:
+        return "ACCELERATOR"
+    if device.type & cl.device_type.CPU:
+        return "CPU"
+    return "OTHER"
+
+
+def _all_devices() -> list[tuple[Any, Any]]:
+    cl = import_pyopencl()
+    found: list[tuple[Any, Any]] = []
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:  # the ICD loader reports "no platform" as an error
+        platforms = []
+    for platform in platforms:
+        try:
+            found.extend((platform, device) for device in platform.get_devices())
+        except cl.Error:
+            continue
+    return found
+
+
+def _rank(cl: Any, device: Any) -> tuple[int, int]:
+    kind = _device_type(cl, device)
+    return ({"GPU": 0, "ACCELERATOR": 1}.get(kind, 2), -int(device.global_mem_size))
+
+
+def pick_device(device: str | None = None) -> Any:
+    """Return the pyopencl device for a name substring (or the env variable, or the default).
+
+    Parameters
+    ----------
+    device : str, optional
+        Case-insensitive substring of the device name; by default ``$GPU_DECONV_DEVICE``, and
+        without it the first GPU (then accelerator, then CPU), larger memory first.
+
+    Returns
+    -------
+    pyopencl.Device
+        The chosen device.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If no OpenCL device exists, or none matches ``device``.
+    """
+    cl = import_pyopencl()
+    devices = _all_devices()
+    if not devices:
+        raise BackendUnavailableError(f"no OpenCL device found; {INSTALL_HINT}")
+    wanted = device if device is not None else os.environ.get(DEVICE_ENV) or None
+    if wanted is not None:
+        matches = [(p, d) for p, d in devices if wanted.lower() in d.name.lower()]
+        if not matches:
+            names = ", ".join(repr(d.name) for _, d in devices)
+            raise BackendUnavailableError(
+                f"no OpenCL device matches {wanted!r}; available: {names}"
+            )
+        devices = matches
+    return min(devices, key=lambda pd: _rank(cl, pd[1]))[1]
+
+
+def list_devices() -> list[DeviceInfo]:
+    """List the OpenCL devices this machine offers.
+
+    Returns
+    -------
+    list of DeviceInfo
+        Every device of every platform; empty when there is none (or pyopencl is missing).
+
+    Examples
+    --------
+    >>> from gpu_deconv import list_devices
+    >>> all(d.type in {"GPU", "CPU", "ACCELERATOR", "OTHER"} for d in list_devices())
+    True
+    """
+    try:
+        cl = import_pyopencl()
+        devices = _all_devices()
+    except BackendUnavailableError:
+        return []
+    if not devices:
+        return []
+    default = min(devices, key=lambda pd: _rank(cl, pd[1]))[1]
+    return [
+        DeviceInfo(
+            name=d.name.strip(),
+            platform=p.name.strip(),
+            type=_device_type(cl, d),
+            global_memory=int(d.global_mem_size),
+            max_allocation=int(d.max_mem_alloc_size),
+            is_default=d == default,
+        )
+        for p, d in devices
+    ]

@@ -1,0 +1,209 @@
+"""OpenCL-specific behaviour: transfers, devices, memory planning, robustness (PoCL on CI)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyopencl
+import pytest
+from conftest import blob_image, make_psf, oracle_rl, rel_rms, require_backend
+
+import gpu_deconv as gd
+from gpu_deconv.backends.opencl_backend import InsufficientDeviceMemoryError, planned_bytes
+
+pytestmark = pytest.mark.opencl
+
+
+@pytest.fixture(scope="module")
+def cl_backend():
+    require_backend("opencl")
+    return gd.get_backend("opencl")
+
+
+@pytest.fixture()
+def host_copies(monkeypatch):
+    """Count every host<->device copy pyopencl makes (device-to-device copies are not counted)."""
+    counts = {"to_device": 0, "to_host": 0}
+    real = pyopencl.enqueue_copy
+
+    def counting(queue, dest, src, **kwargs):
+        if isinstance(src, np.ndarray):
+            counts["to_device"] += 1
+        elif isinstance(dest, np.ndarray):
+            counts["to_host"] += 1
+        return real(queue, dest, src, **kwargs)
+
+    monkeypatch.setattr(pyopencl, "enqueue_copy", counting)
+    return counts
+
+
+@pytest.mark.parametrize(
+    "method, boundary, psf_kind, constants",
+    [
+        ("fft", "reflect", "gaussian", 1),  # DCT gain
+        ("fft", "nearest", "random", 1),  # OTF
+        ("spatial", "wrap", "random", 1),  # PSF
+        ("separable", "constant", "gaussian", 3),  # one profile per axis
+    ],
+)
+def test_transfers_are_one_push_and_one_pull_per_snapshot(
+    cl_backend, host_copies, method, boundary, psf_kind, constants
+):
+    image = blob_image((12, 20, 24), seed=3).astype(np.float32)
+    psf = make_psf((3, 5, 5), psf_kind)
+    during_loop = []
+
+    def callback(k):
+        during_loop.append(dict(host_copies))
+
+    steps = gd.richardson_lucy(
+        image,
+        psf,
+        50,
+        backend="opencl",
+        method=method,
+        boundary=boundary,
+        snapshots=[10, 25, 50],
+        callback=callback,
+    )
+    assert sorted(steps) == [10, 25, 50]
+    # Image data: one push before the loop, one pull per snapshot (the last one is the result).
+    # Operator constants (PSF/OTF/gain) are uploaded once while the operator is prepared.
+    assert host_copies == {"to_device": 1 + constants, "to_host": 3}
+    pulls = [c["to_host"] for c in during_loop]
+    assert pulls[0:9] == [0] * 9 and pulls[9] == 1 and pulls[24] == 2 and pulls[49] == 3
+    assert all(c["to_device"] == 1 + constants for c in during_loop)
+
+
+def test_no_nan_with_zero_regions_and_high_dynamic_range(cl_backend):
+    image = np.zeros((16, 40, 40), np.float32)
+    image[6:10, 15:25, 15:25] = 1e6
+    image[2, 2, 2] = 1.0
+    psf = make_psf((5, 7, 7), "gaussian")
+    for boundary in ("reflect", "constant", "nearest"):
+        for method in ("fft", "spatial"):
+            result = gd.richardson_lucy(
+                image, psf, 30, backend="opencl", method=method, boundary=boundary
+            )
+            assert np.isfinite(result).all() and (result >= 0).all()
+            expected = oracle_rl(image, psf, 30, boundary)
+            assert rel_rms(result, expected) <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["fft", "spatial", "separable"])
+def test_non_negative_and_flux_preserving(cl_backend, method):
+    image = blob_image((10, 24, 18), seed=9)
+    psf = make_psf((3, 5, 3), "gaussian")
+    steps = gd.richardson_lucy(
+        image, psf, 15, backend="opencl", method=method, boundary="wrap", snapshots=[1, 5, 15]
+    )
+    for estimate in steps.values():
+        assert (estimate >= 0).all()
+        assert estimate.sum(dtype=np.float64) == pytest.approx(image.sum(), rel=1e-5)
+
+
+def test_not_fft_friendly_volume_matches_reference(cl_backend):
+    """61x127x97 (127 and 97 are prime): padded rfft and DCT paths against the float64 oracle."""
+    image = blob_image((61, 127, 97), seed=4)
+    psf = make_psf((5, 7, 7), "gaussian")
+    for boundary in ("reflect", "nearest"):
+        expected = oracle_rl(image, psf, 20, boundary)
+        result = gd.richardson_lucy(
+            image, psf, 20, backend="opencl", method="fft", boundary=boundary
+        )
+        assert rel_rms(result, expected) <= 1e-4
+
+
+def test_opencl_computes_in_float32(cl_backend):
+    image = blob_image((16, 16))
+    assert gd.richardson_lucy(image, make_psf((3, 3), "gaussian"), 2, backend="opencl").dtype == (
+        np.float32
+    )
+    with pytest.raises(ValueError, match="dtype float64 is not supported by this backend"):
+        gd.richardson_lucy(
+            image, make_psf((3, 3), "gaussian"), 2, backend="opencl", dtype="float64"
+        )
+
+
+def test_devices_listed_and_chosen_by_substring(cl_backend, monkeypatch):
+    devices = gd.list_devices()
+    assert devices and sum(d.is_default for d in devices) == 1
+    default = next(d for d in devices if d.is_default)
+    assert default.global_memory > 0 and 0 < default.max_allocation <= default.global_memory
+    if any(d.type == "GPU" for d in devices):
+        assert default.type == "GPU"
+    chosen = gd.get_backend("opencl", device=default.name[:4].lower())
+    assert chosen.device.name.strip() == default.name
+    with pytest.raises(
+        gd.BackendUnavailableError, match="no OpenCL device matches 'no-such-device'"
+    ):
+        gd.get_backend("opencl", device="no-such-device")
+    monkeypatch.setenv("GPU_DECONV_DEVICE", "no-such-device")
+    with pytest.raises(gd.BackendUnavailableError, match="available: "):
+        gd.get_backend("opencl")
+
+
+def test_auto_uses_opencl_only_where_it_beats_numpy(cl_backend):
+    chosen = gd.get_backend("auto")
+    expected = "opencl" if cl_backend.preferred_over_numpy else "numpy"
+    assert chosen.name == expected
+    assert gd.get_backend("auto", device=cl_backend.device.name[:4]).name == "opencl"
+
+
+def run_without_devices(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` where PoCL exposes no device (POCL_DEVICES=none): a machine without OpenCL."""
+    env = dict(os.environ, POCL_DEVICES="none")
+    env.pop("GPU_DECONV_DEVICE", None)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_no_device_gives_install_hint_and_auto_warns_once():
+    code = """
+import warnings, numpy as np, gpu_deconv as gd
+assert gd.list_devices() == []
+try:
+    gd.get_backend("opencl")
+except gd.BackendUnavailableError as exc:
+    print("ERROR:", exc)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(3):
+        out = gd.richardson_lucy(np.ones((8, 8)), np.ones((3, 3)), 2)
+print("WARNINGS:", len(caught), caught[0].message if caught else "")
+print("RESULT:", out.dtype, out.shape)
+"""
+    result = run_without_devices(code)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "ERROR: no OpenCL device found; install an OpenCL driver: `pip install "
+        "pocl-binary-distribution`" in result.stdout
+    )
+    assert "WARNINGS: 1 backend='auto': OpenCL unavailable" in result.stdout
+    assert "RESULT: float64 (8, 8)" in result.stdout
+
+
+def test_memory_is_planned_before_allocating(cl_backend):
+    psf = make_psf((17, 17, 17), "gaussian")
+    volume = 64 * 256 * 256 * 4
+    # reflect + Gaussian: DCT, 4 volumes. nearest: padded in-place rfft, 3 volumes + padded
+    # buffer + OTF of the same size (need = 3V + 2 * spectrum). wrap on 2^n sizes: no padding.
+    for boundary, otf_copies in (("reflect", 0), ("nearest", 1), ("wrap", 1)):
+        need = planned_bytes((64, 256, 256), psf.shape, boundary, "fft", psf)
+        otf = otf_copies * (need - 3 * volume) // 2
+        assert need - otf <= 5 * volume, (boundary, need / volume)
+    too_big = (4096, 4096, 256)  # 16 GiB of float32
+    with pytest.raises(InsufficientDeviceMemoryError, match="device memory"):
+        cl_backend.blur_operator(psf, too_big, "reflect", "fft", np.float32)
+
+
+def test_psf_upload_cached_plans_give_identical_results(cl_backend):
+    image = blob_image((20, 30), seed=1)
+    psf = make_psf((5, 5), "random")
+    first = gd.richardson_lucy(image, psf, 10, backend="opencl", method="fft", boundary="mirror")
+    second = gd.richardson_lucy(image, psf, 10, backend="opencl", method="fft", boundary="mirror")
+    np.testing.assert_array_equal(first, second)
