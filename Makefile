@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := opencl,pocl,test,demo,dask,bench,lint
+EXTRAS := opencl,pocl,test,demo,dask,lint
 DEMO_OUT ?= demo_output
 
 .PHONY: venv test demo lint bench clean
@@ -32,7 +32,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy gpu_deconv
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_numpy_backend.py
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/run_benchmarks.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis
