@@ -192,8 +192,13 @@ def test_memory_is_planned_before_allocating(cl_backend):
     volume = 64 * 256 * 256 * 4
     # reflect + Gaussian: DCT, 4 volumes. nearest: padded in-place rfft, 3 volumes + padded
     # buffer + OTF of the same size (need = 3V + 2 * spectrum). wrap on 2^n sizes: no padding.
-    for boundary, otf_copies in (("reflect", 0), ("nearest", 1), ("wrap", 1)):
-        need = planned_bytes((64, 256, 256), psf.shape, boundary, "fft", psf)
+    for boundary, transform, otf_copies in (
+        ("reflect", "dct2", 0),
+        ("reflect", "rfft", 1),
+        ("nearest", "rfft", 1),
+        ("wrap", "rfft", 1),
+    ):
+        need = planned_bytes((64, 256, 256), psf.shape, boundary, "fft", transform)
         otf = otf_copies * (need - 3 * volume) // 2
         assert need - otf <= 5 * volume, (boundary, need / volume)
     too_big = (4096, 4096, 256)  # 16 GiB of float32
@@ -207,3 +212,45 @@ def test_psf_upload_cached_plans_give_identical_results(cl_backend):
     first = gd.richardson_lucy(image, psf, 10, backend="opencl", method="fft", boundary="mirror")
     second = gd.richardson_lucy(image, psf, 10, backend="opencl", method="fft", boundary="mirror")
     np.testing.assert_array_equal(first, second)
+
+
+@pytest.fixture()
+def dct_preferring_backend(cl_backend):
+    """A second backend on the same device whose cost model prefers the DCT path.
+
+    On a CPU OpenCL device the padded real FFT is cheaper than VkFFT's DCT, so ``auto`` never
+    takes the DCT path there; this backend makes sure that path is tested on every device.
+    """
+    from dataclasses import replace
+
+    from gpu_deconv.backends.opencl_backend import OpenCLBackend
+
+    backend = OpenCLBackend(cl_backend.device.name)
+    backend.cost_model = replace(cl_backend.cost_model, dct_factor=0.1)
+    return backend
+
+
+@pytest.mark.parametrize("boundary, transform", [("reflect", "dct2"), ("mirror", "dct1")])
+@pytest.mark.parametrize("shape, psf_shape", [((37, 44), (5, 7)), ((14, 19, 23), (5, 1, 5))])
+def test_dct_path_matches_reference(dct_preferring_backend, boundary, transform, shape, psf_shape):
+    import scipy.ndimage as ndi
+
+    image = blob_image(shape, seed=2)
+    psf = make_psf(psf_shape, "gaussian")
+    op = dct_preferring_backend.blur_operator(psf, shape, boundary, "fft", np.float32)
+    assert op.transform == transform
+    for ours, theirs in ((gd.convolve, ndi.convolve), (gd.correlate, ndi.correlate)):
+        result = ours(image, psf, backend=dct_preferring_backend, method="fft", boundary=boundary)
+        assert rel_rms(result, theirs(image, psf, mode=boundary)) <= 1e-6
+    result = gd.richardson_lucy(
+        image, psf, 20, backend=dct_preferring_backend, method="fft", boundary=boundary
+    )
+    assert rel_rms(result, oracle_rl(image, psf, 20, boundary)) <= 1e-5
+
+
+def test_cost_model_prefers_padded_fft_over_dct_on_cpu_devices(cl_backend):
+    if cl_backend.preferred_over_numpy:
+        pytest.skip("a property of CPU OpenCL devices (measured: VkFFT DCT costs 2 real FFTs)")
+    psf = make_psf((17, 17, 17), "gaussian")
+    op = cl_backend.blur_operator(psf, (64, 256, 256), "reflect", "fft", np.float32)
+    assert op.transform == "rfft"

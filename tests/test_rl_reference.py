@@ -130,7 +130,7 @@ def test_cost_model_picks_fft_for_big_3d_psf_and_spatial_for_tiny_psf():
         ("wrap", "gaussian", "rfft"),
     ],
 )
-def test_fft_dispatches_to_exact_transform(boundary, psf_kind, transform):
+def test_numpy_fft_dispatches_to_exact_transform(boundary, psf_kind, transform):
     op = NumpyBackend().blur_operator(
         make_psf((5, 5), psf_kind), (20, 20), boundary, "fft", np.float64
     )

@@ -122,29 +122,53 @@ def embed_psf(psf: np.ndarray, padded_shape: tuple[int, ...]) -> np.ndarray:
     return kernel
 
 
-def spectral_transform(
+def exact_dct(
     psf: np.ndarray, shape: tuple[int, ...], boundary: str, dtype: np.dtype
-) -> str:
-    """Pick the exact transform that diagonalises the blur for the ``"fft"`` method.
+) -> str | None:
+    """Return the DCT that diagonalises this blur exactly, or ``None``.
 
     A PSF that is mirror-symmetric about its centre on every axis (odd lengths; Gaussians are)
     commutes with the symmetric extensions: ``"reflect"`` (half-sample symmetric, period 2N)
     is diagonalised by the DCT-II and ``"mirror"`` (whole-sample symmetric, period 2N-2) by the
-    DCT-I, on the image itself with no padding, and then ``correlate == convolve``. Every other
-    case uses real FFTs on the padded domain of :func:`fft_geometry`.
+    DCT-I, on the image itself with no padding, and then ``correlate == convolve``.
+
+    Returns
+    -------
+    str or None
+        ``"dct2"``, ``"dct1"`` or ``None``.
+    """
+    if boundary not in ("reflect", "mirror"):
+        return None
+    # The DCT-I needs two samples on every transformed axis (its period is 2N - 2).
+    if boundary == "mirror" and any(n < 2 for n, k in zip(shape, psf.shape) if k > 1):
+        return None
+    if not is_symmetric(psf, float(16 * np.finfo(dtype).eps)):
+        return None
+    return "dct2" if boundary == "reflect" else "dct1"
+
+
+def spectral_transform(
+    psf: np.ndarray,
+    shape: tuple[int, ...],
+    boundary: str,
+    dtype: np.dtype,
+    cost_model: CostModel,
+) -> str:
+    """Pick the transform for the ``"fft"`` method: an exact DCT or padded real FFTs.
+
+    Both are exact; the DCT needs no padding but is slower per sample on some devices (VkFFT's
+    DCT on a CPU OpenCL device costs about two real FFTs), so the backend's cost model decides.
 
     Returns
     -------
     str
-        ``"dct2"``, ``"dct1"`` or ``"rfft"``.
+        ``"dct2"``, ``"dct1"`` or ``"rfft"`` (on the padded domain of :func:`fft_geometry`).
     """
-    if boundary == "reflect" and is_symmetric(psf, float(16 * np.finfo(dtype).eps)):
-        return "dct2"
-    # The DCT-I needs two samples on every transformed axis (its period is 2N - 2).
-    mirror_ok = all(n >= 2 for n, k in zip(shape, psf.shape) if k > 1)
-    if boundary == "mirror" and mirror_ok and is_symmetric(psf, float(16 * np.finfo(dtype).eps)):
-        return "dct1"
-    return "rfft"
+    dct = exact_dct(psf, shape, boundary, dtype)
+    if dct is None:
+        return "rfft"
+    dct_cost = cost_model.fft_cost(shape, psf.shape, boundary, dct)
+    return dct if dct_cost <= cost_model.fft_cost(shape, psf.shape, boundary, "rfft") else "rfft"
 
 
 def is_symmetric(psf: np.ndarray, rtol: float) -> bool:
@@ -226,6 +250,17 @@ class CostModel:
     call_overhead: float
     dct_factor: float = 1.0
 
+    def fft_cost(
+        self, shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str, transform: str
+    ) -> float:
+        """Estimated seconds of one convolution by the ``"fft"`` method with ``transform``."""
+        if transform == "rfft":
+            size, factor = math.prod(fft_geometry(shape, psf_shape, boundary).padded_shape), 1.0
+        else:
+            size, factor = math.prod(shape), self.dct_factor
+        transforms = size * math.log2(max(size, 2)) * self.fft_per_nlogn * factor
+        return transforms + size * self.fft_per_sample + self.call_overhead
+
     def costs(
         self,
         shape: tuple[int, ...],
@@ -236,14 +271,9 @@ class CostModel:
     ) -> dict[str, float]:
         """Estimated seconds of one convolution by each applicable method."""
         n = math.prod(shape)
-        if transform == "rfft":
-            padded, factor = math.prod(fft_geometry(shape, psf_shape, boundary).padded_shape), 1.0
-        else:
-            padded, factor = n, self.dct_factor
-        transforms = padded * math.log2(max(padded, 2)) * self.fft_per_nlogn * factor
         costs = {
             "spatial": n * math.prod(psf_shape) * self.spatial_per_mac + self.call_overhead,
-            "fft": transforms + padded * self.fft_per_sample + self.call_overhead,
+            "fft": self.fft_cost(shape, psf_shape, boundary, transform),
         }
         if separable:
             costs["separable"] = (
@@ -274,7 +304,7 @@ def choose_method(
             "use method='fft' or 'auto' for this PSF"
         )
     if method == "auto":
-        transform = spectral_transform(psf, shape, boundary, dtype)
+        transform = spectral_transform(psf, shape, boundary, dtype, cost_model)
         costs = cost_model.costs(shape, psf.shape, profiles is not None, boundary, transform)
         method = min(costs, key=costs.__getitem__)
     return method, profiles

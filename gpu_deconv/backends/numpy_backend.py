@@ -210,7 +210,7 @@ class NumpyBackend:
         if method == "separable":
             assert profiles is not None  # choose_method guarantees it
             return _SeparableOperator(profiles, boundary, tuple(shape), dtype)
-        transform = spectral_transform(psf, tuple(shape), boundary, dtype)
+        transform = spectral_transform(psf, tuple(shape), boundary, dtype, NUMPY_COSTS)
         if transform != "rfft":
             return _DCTOperator(psf, tuple(shape), transform, dtype, self.workers)
         return _FFTOperator(psf, tuple(shape), boundary, dtype, self.workers)

@@ -46,7 +46,7 @@ PYVKFFT_HINT = (
 MEMORY_HEADROOM = 0.9
 
 # Seconds per unit (see CostModel). CPU: measured with PoCL 3.0 on 2 cores (64x256x256 float32:
-# VkFFT r2c+c2r pair 150 ms, DCT-II pair 290 ms). GPU: order-of-magnitude figures for a
+# VkFFT R2C+C2R pair 150 ms, DCT-II pair 290 ms). GPU: order-of-magnitude figures for a
 # data-centre GPU (memory-bound FFTs and elementwise passes); only ratios matter.
 OPENCL_CPU_COSTS = CostModel(
     spatial_per_mac=1.5e-9,
@@ -54,7 +54,7 @@ OPENCL_CPU_COSTS = CostModel(
     fft_per_nlogn=1.6e-9,
     fft_per_sample=2e-9,
     call_overhead=2e-4,
-    dct_factor=1.9,
+    dct_factor=2.1,  # VkFFT DCT-II 147 ms vs R2C 70 ms on 64x256x256
 )
 OPENCL_GPU_COSTS = CostModel(
     spatial_per_mac=2e-12,
@@ -194,13 +194,13 @@ class OpenCLBackend:
             raise BackendUnavailableError(PYVKFFT_HINT)
         model = self.cost_model if self.has_fft else _without_fft(self.cost_model)
         method, profiles = choose_method(method, shape, psf, boundary, FLOAT32, model)
-        self.check_memory(planned_bytes(shape, psf.shape, boundary, method, psf))
+        transform = spectral_transform(psf, shape, boundary, FLOAT32, model)
+        self.check_memory(planned_bytes(shape, psf.shape, boundary, method, transform))
         if method == "spatial":
             return _SpatialOperator(self, psf, shape, boundary)
         if method == "separable":
             assert profiles is not None  # choose_method guarantees it
             return _SeparableOperator(self, profiles, shape, boundary)
-        transform = spectral_transform(psf, shape, boundary, FLOAT32)
         if transform != "rfft":
             return _DCTOperator(self, psf, shape, transform)
         return _FFTOperator(self, psf, shape, boundary)
@@ -264,9 +264,11 @@ def _without_fft(model: CostModel) -> CostModel:
 
 
 def planned_bytes(
-    shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str, method: str, psf: Any
+    shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str, method: str, transform: str
 ) -> int:
     """Device bytes one Richardson-Lucy call allocates with ``method`` (float32).
+
+    ``transform`` is the fft method's (``"rfft"``, ``"dct1"`` or ``"dct2"``).
 
     Four image-sized buffers (observed, estimate, blurred/ratio and, for spatial methods, the
     correction), plus the method's own: two scratch images (separable), the DCT gain, or the
@@ -277,7 +279,7 @@ def planned_bytes(
         return 4 * n + math.prod(psf_shape) * 4
     if method == "separable":
         return 6 * n + sum(psf_shape) * 4
-    if spectral_transform(psf, shape, boundary, FLOAT32) != "rfft":
+    if transform != "rfft":
         return 4 * n
     padded = fft_geometry(shape, psf_shape, boundary).padded_shape
     spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
