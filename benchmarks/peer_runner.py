@@ -70,37 +70,52 @@ def implementation(name, image, psf):
 
         return lambda n: nonBlock_RLDeconvolutionReiknaOCL(image, psf, niter=n)
     if name in ("floor-numpy", "floor-opencl"):
-        return transform_floor(name, image)
+        return transform_floor(name, image, psf)
     raise ValueError(f"unknown implementation {name!r}")
 
 
-def transform_floor(name, image):
-    """Per iteration, the unavoidable work of the fft method with a symmetric PSF and
-    ``reflect``: two DCT-II and two inverse DCT-II of the image, nothing else."""
-    if name == "floor-numpy":
+def transform_floor(name, image, psf):
+    """Per iteration, the transforms the fft method must do on this backend for ``reflect``,
+    nothing else: two forward and two inverse DCT-II of the image, or of real FFTs of the
+    padded domain, whichever the backend's cost model picks."""
+    import gpu_deconv as gd
+    from gpu_deconv.backends._planning import fft_geometry
+
+    backend = gd.get_backend(name.split("-")[1])
+    op = backend.blur_operator(psf / psf.sum(), image.shape, "reflect", "fft", np.dtype(np.float32))
+    padded = fft_geometry(image.shape, psf.shape, "reflect").padded_shape
+    if backend.name == "numpy":
         import scipy.fft
 
+        def pair(x):
+            if op.transform == "dct2":
+                return scipy.fft.idctn(scipy.fft.dctn(x, type=2, workers=-1), type=2, workers=-1)
+            spectrum = scipy.fft.rfftn(x, workers=-1)
+            return scipy.fft.irfftn(spectrum, s=x.shape, workers=-1)
+
+        buffer = np.zeros(padded if op.transform == "rfft" else image.shape, np.float32)
+
         def run(n):
-            x = image
             for _ in range(2 * n):
-                x = scipy.fft.idctn(scipy.fft.dctn(x, type=2, workers=-1), type=2, workers=-1)
-            return x
+                pair(buffer)
+            return image
 
         return run
     import pyopencl.array as cla
-    import pyvkfft.opencl
 
-    import gpu_deconv as gd
-
-    queue = gd.get_backend("opencl").queue
-    plan = pyvkfft.opencl.VkFFTApp(image.shape, np.float32, queue, dct=2, inplace=True, norm=1)
-    buffer = cla.to_device(queue, image)
+    if op.transform == "rfft":
+        shape = (*padded[:-1], 2 * (padded[-1] // 2 + 1))
+        plan = backend.fft_plan(shape, r2c=True, r2c_odd=bool(padded[-1] % 2), ndim=len(shape))
+    else:
+        shape = image.shape
+        plan = backend.fft_plan(shape, dct=2, axes=tuple(range(-len(shape), 0)))
+    buffer = cla.zeros(backend.queue, shape, np.float32)
 
     def run(n):
         for _ in range(2 * n):
             plan.fft(buffer)
             plan.ifft(buffer)
-        return buffer.get()  # waits for the queue
+        return buffer.get()[tuple(slice(0, k) for k in image.shape)]  # waits for the queue
 
     return run
 

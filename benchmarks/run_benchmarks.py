@@ -61,24 +61,27 @@ SUITES = {
     },
 }
 FLOOR_NOTE = {
-    "floor-numpy": "floor: 2 DCT-II + 2 inverse per iteration (scipy.fft)",
-    "floor-opencl": "floor: 2 DCT-II + 2 inverse per iteration (VkFFT)",
+    "floor-numpy": "floor: the fft method's 4 transforms per iteration (scipy.fft)",
+    "floor-opencl": "floor: the fft method's 4 transforms per iteration (VkFFT)",
 }
 
 
 def peer_env() -> dict:
     """Environment for the peers: clij2-fft loads the system ICD loader and its own library."""
     env = dict(os.environ)
-    libs = Path(sys.prefix) / "lib"
-    env["LD_LIBRARY_PATH"] = f"{libs}:{env.get('LD_LIBRARY_PATH', '')}"
+    paths = [str(Path(sys.prefix) / "lib")]
     try:
         import pyopencl
 
+        # PoCL from pocl-binary-distribution sits beside pyopencl's own loader; the system
+        # loader that clij2-fft uses finds it through OCL_ICD_VENDORS and LD_LIBRARY_PATH.
         icd_dir = Path(pyopencl.__file__).parent / ".libs"
         if list(icd_dir.glob("*.icd")):
             env.setdefault("OCL_ICD_VENDORS", str(icd_dir))
+            paths.append(str(icd_dir))
     except ImportError:
         pass
+    env["LD_LIBRARY_PATH"] = ":".join([*paths, env.get("LD_LIBRARY_PATH", "")])
     return env
 
 
@@ -93,10 +96,16 @@ def run_one(name: str, iterations: int, repeats: int) -> dict:
         str(repeats),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(), timeout=1800)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        return {"implementation": name, "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"}
-    return json.loads(lines[-1])
+    # Peers print progress without newlines: take the JSON object wherever the line starts it.
+    found = [
+        ln[ln.index('{"implementation"') :]
+        for ln in proc.stdout.splitlines()
+        if '{"implementation"' in ln
+    ]
+    if not found:
+        tail = (proc.stderr or proc.stdout)[-300:]
+        return {"implementation": name, "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(found[-1])
 
 
 _REFERENCES: dict = {}

@@ -1,4 +1,4 @@
-"""The ``gpu-deconv`` command line: ``run``, ``demo`` and ``psf gaussian``.
+"""The ``gpu-deconv`` command line: ``run``, ``demo``, ``devices`` and ``psf gaussian``.
 
 Bad input exits with code 2 and one line on stderr; outputs are written atomically.
 """
@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", default="auto", choices=available_backends())
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    sub.add_parser("devices", help="list OpenCL devices and the backend 'auto' picks")
+
     psf = sub.add_parser("psf", help="make a PSF")
     psf_sub = psf.add_subparsers(dest="psf_kind", required=True)
     gauss = psf_sub.add_parser("gaussian", help="sampled Gaussian PSF, normalised to sum 1")
@@ -146,6 +148,28 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _devices(args: argparse.Namespace) -> None:
+    import warnings
+
+    from .backends import get_backend
+    from .backends._opencl_devices import list_devices
+
+    devices = list_devices()
+    if not devices:
+        print("no OpenCL device found (pip install pocl-binary-distribution for a CPU device)")
+    for d in devices:
+        mark = "*" if d.is_default else " "
+        print(
+            f"{mark} {d.name} [{d.type}] on {d.platform}: {d.global_memory / 2**30:.1f} GiB, "
+            f"largest buffer {d.max_allocation / 2**30:.1f} GiB"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback is what this line reports
+        auto = get_backend("auto")
+    where = f" on {auto.device.name.strip()}" if hasattr(auto, "device") else ""
+    print(f"backend='auto' uses: {auto.name}{where}")
+
+
 def _psf(args: argparse.Namespace) -> None:
     from .io import write_tiff
     from .psf import gaussian_psf
@@ -168,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Process exit code.
     """
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "demo": _demo, "psf": _psf}
+    handlers = {"run": _run, "demo": _demo, "devices": _devices, "psf": _psf}
     try:
         handlers[args.command](args)
     except (

@@ -150,3 +150,11 @@ def test_shared_confocal_grid_if_present():
 
     before, after = modulation(grid), modulation(result)
     assert after > 1.8 * before, (before, after)  # measured 0.33 -> 0.69
+
+
+def test_devices_lists_default_and_auto_choice():
+    result = cli("devices")
+    assert result.returncode == 0, result.stderr
+    names = [d.name for d in gd.list_devices()]
+    assert all(name in result.stdout for name in names)
+    assert "backend='auto' uses: " in result.stdout
