@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, pip, gcc, make):
 #   make test   create .venv, install gpu_deconv with every extra, run the whole test suite
 #   make demo   same set-up, run the tutorial demo, write figures and tables to demo_output/
+SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := opencl,pocl,test,demo,dask,lint
 DEMO_OUT ?= demo_output
 
-.PHONY: venv test demo lint bench clean
+.PHONY: venv test demo lint bench check-kernels clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run_benchmarks.py
+
+# Our OpenCL kernels on the Oclgrind simulator: fails on any out-of-bounds access or data race.
+check-kernels: $(STAMP)
+	bash .ci/check_kernels.sh $(PY)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis

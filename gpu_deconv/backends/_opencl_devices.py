@@ -78,9 +78,16 @@ def _all_devices() -> list[tuple[Any, Any]]:
     return found
 
 
+def is_simulator(device: Any) -> bool:
+    """Whether ``device`` is a checking simulator (Oclgrind), usable only when named."""
+    return "oclgrind" in device.platform.name.lower()
+
+
 def _rank(cl: Any, device: Any) -> tuple[int, int]:
     kind = _device_type(cl, device)
-    return ({"GPU": 0, "ACCELERATOR": 1}.get(kind, 2), -int(device.global_mem_size))
+    # Oclgrind calls itself a GPU but interprets kernels: never a default.
+    order = 3 if is_simulator(device) else {"GPU": 0, "ACCELERATOR": 1}.get(kind, 2)
+    return (order, -int(device.global_mem_size))
 
 
 def pick_device(device: str | None = None) -> Any:
@@ -90,7 +97,8 @@ def pick_device(device: str | None = None) -> Any:
     ----------
     device : str, optional
         Case-insensitive substring of the device name; by default ``$GPU_DECONV_DEVICE``, and
-        without it the first GPU (then accelerator, then CPU), larger memory first.
+        without it the first GPU (then accelerator, then CPU), larger memory first; the
+        Oclgrind simulator only when named.
 
     Returns
     -------

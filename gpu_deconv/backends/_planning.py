@@ -109,14 +109,16 @@ def fft_geometry(shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: s
     return FFTGeometry(tuple(shape), tuple(padded), tuple(before))
 
 
-def embed_psf(psf: np.ndarray, padded_shape: tuple[int, ...]) -> np.ndarray:
+def embed_psf(
+    psf: np.ndarray, padded_shape: tuple[int, ...], dtype: np.dtype | type = np.float64
+) -> np.ndarray:
     """Place ``psf`` in a zero array of ``padded_shape`` with its origin (``n // 2``) at index 0.
 
     Offsets wrap around circularly, so a PSF longer than the domain (``"wrap"`` on an unpadded
     axis) folds onto it, as periodic extension demands. The real FFT of the result is the OTF:
     multiplying by it is ``convolve``, multiplying by its complex conjugate is ``correlate``.
     """
-    kernel = np.zeros(padded_shape, dtype=np.float64)
+    kernel = np.zeros(padded_shape, dtype=dtype)
     index = [np.mod(np.arange(n) - n // 2, m) for n, m in zip(psf.shape, padded_shape)]
     np.add.at(kernel, np.ix_(*index), psf)
     return kernel

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 
 from ._base import BackendUnavailableError
-from ._opencl_devices import PACKAGE_HINT, import_pyopencl, pick_device
+from ._opencl_devices import PACKAGE_HINT, import_pyopencl, is_simulator, pick_device
 from ._planning import (
     CostModel,
     choose_method,
@@ -128,6 +128,7 @@ class OpenCLBackend:
         self.context = cle_device.context
         self.queue = cle_device.queue
         is_gpu = bool(chosen.type & (cl.device_type.GPU | cl.device_type.ACCELERATOR))
+        is_gpu = is_gpu and not is_simulator(chosen)
         self.cost_model = OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS
         # On a CPU device the NumPy backend is faster, so backend="auto" keeps NumPy there.
         self.preferred_over_numpy = is_gpu
@@ -408,7 +409,8 @@ class _FFTOperator:
         self._buffer = cla.empty(backend.queue, buffer_shape, np.float32)
         self._spectrum = self._buffer.data  # the same memory, read as complex pairs
         self._n_complex = math.prod(buffer_shape) // 2
-        otf = scipy.fft.rfftn(embed_psf(psf, padded)).astype(np.complex64)
+        # float32 in, complex64 out: no float64 copies of the padded volume on the host.
+        otf = scipy.fft.rfftn(embed_psf(psf, padded, np.float32), workers=-1)
         self._otf = backend.upload(otf)
         self._app = backend.fft_plan(
             buffer_shape, r2c=True, r2c_odd=bool(padded[-1] % 2), ndim=len(padded)

@@ -1,12 +1,12 @@
 // spectrum *= otf (convolution) or spectrum *= conj(otf) (correlation), in place.
-__kernel void complex_multiply(__global float2 *spectrum, __global const float2 *otf,
+// Complex numbers are interleaved (re, im) float pairs; scalar loads and stores (rather than
+// float2) keep Oclgrind's uninitialised-value tracking exact.
+__kernel void complex_multiply(__global float *spectrum, __global const float *otf,
                                const int conjugate)
 {
-    const size_t i = get_global_id(0);
-    const float2 a = spectrum[i];
-    float2 b = otf[i];
-    if (conjugate) {
-        b.y = -b.y;
-    }
-    spectrum[i] = (float2)(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+    const size_t i = 2 * get_global_id(0);
+    const float a_re = spectrum[i], a_im = spectrum[i + 1];
+    const float b_re = otf[i], b_im = conjugate ? -otf[i + 1] : otf[i + 1];
+    spectrum[i] = a_re * b_re - a_im * b_im;
+    spectrum[i + 1] = a_re * b_im + a_im * b_re;
 }
