@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -29,6 +29,46 @@ def _prepare(image, psf, backend, method, boundary, dtype, normalize_psf, device
     return image, psf, be, operator
 
 
+@overload
+def richardson_lucy(
+    image: np.ndarray,
+    psf: np.ndarray,
+    iterations: int = ...,
+    *,
+    backend: str | Backend = ...,
+    method: str = ...,
+    boundary: str = ...,
+    init: str | float | np.ndarray = ...,
+    eps: float = ...,
+    normalize_psf: bool = ...,
+    snapshots: None = ...,
+    callback: Callable[[int], Any] | None = ...,
+    progress: bool = ...,
+    dtype: Any = ...,
+    device: str | None = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def richardson_lucy(
+    image: np.ndarray,
+    psf: np.ndarray,
+    iterations: int = ...,
+    *,
+    backend: str | Backend = ...,
+    method: str = ...,
+    boundary: str = ...,
+    init: str | float | np.ndarray = ...,
+    eps: float = ...,
+    normalize_psf: bool = ...,
+    snapshots: Iterable[int],
+    callback: Callable[[int], Any] | None = ...,
+    progress: bool = ...,
+    dtype: Any = ...,
+    device: str | None = ...,
+) -> dict[int, np.ndarray]: ...
+
+
 def richardson_lucy(
     image: np.ndarray,
     psf: np.ndarray,
@@ -40,7 +80,7 @@ def richardson_lucy(
     init: str | float | np.ndarray = "observed",
     eps: float = 1e-12,
     normalize_psf: bool = True,
-    snapshots: Sequence[int] | None = None,
+    snapshots: Iterable[int] | None = None,
     callback: Callable[[int], Any] | None = None,
     progress: bool = False,
     dtype: Any = None,

@@ -14,3 +14,18 @@ def test_readme_python_blocks_run(capsys):
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
     assert capsys.readouterr().out.strip()
+
+
+def test_example_script_runs(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "tutorial.py"
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stdout.splitlines() if "iterations: MSE" in ln]
+    mse = [float(ln.split("MSE ")[1].split(",")[0]) for ln in lines]
+    assert len(mse) == 4 and mse == sorted(mse, reverse=True)
+    assert (tmp_path / "tutorial_example.png").stat().st_size > 0
