@@ -14,6 +14,7 @@ import numpy as np
 
 from ._validation import BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
+from .io import OUTPUT_DTYPES
 
 EXIT_BAD_INPUT = 2
 
@@ -66,7 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype",
         default="float32",
         choices=["float32", "float64"],
-        help="compute and output dtype (default float32)",
+        help="compute dtype (default float32; float64 on the numpy backend only)",
+    )
+    run.add_argument(
+        "--output-dtype",
+        default="float32",
+        choices=list(OUTPUT_DTYPES),
+        help="dtype written (default float32); integer types are rounded, and values outside "
+        "their range are clipped with a warning",
     )
     run.add_argument(
         "--snapshots",
@@ -101,7 +109,7 @@ def _snapshot_path(output: Path, k: int) -> Path:
 
 def _run(args: argparse.Namespace) -> None:
     from ._rl import richardson_lucy
-    from .io import read_tiff, write_tiff
+    from .io import convert_for_output, read_tiff, write_tiff
 
     outputs = [args.output] + [_snapshot_path(args.output, k) for k in args.snapshots or []]
     for path in outputs:  # refuse before spending minutes on the deconvolution
@@ -126,9 +134,16 @@ def _run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         device=args.device,
     )
-    for k in args.snapshots or []:
-        write_tiff(_snapshot_path(args.output, k), estimates[k], image.voxel_size, args.overwrite)
-    write_tiff(args.output, estimates[args.iterations], image.voxel_size, args.overwrite)
+    targets = [(_snapshot_path(args.output, k), k) for k in args.snapshots or []]
+    for path, k in [*targets, (args.output, args.iterations)]:
+        data, clipped = convert_for_output(estimates[k], args.output_dtype)
+        if clipped:
+            print(
+                f"gpu-deconv: warning: {clipped} voxels of {path.name} were outside the "
+                f"{args.output_dtype} range and were clipped",
+                file=sys.stderr,
+            )
+        write_tiff(path, data, image.voxel_size, args.overwrite)
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -10,6 +10,40 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+OUTPUT_DTYPES = ("float32", "float64", "uint16", "uint8")
+
+
+def convert_for_output(data: np.ndarray, dtype: str) -> tuple[np.ndarray, int]:
+    """Convert a result to an output dtype; integers are rounded and clipped to their range.
+
+    Parameters
+    ----------
+    data : ndarray
+        Floating-point result.
+    dtype : {"float32", "float64", "uint16", "uint8"}
+        Output dtype.
+
+    Returns
+    -------
+    ndarray
+        The converted array.
+    int
+        How many values were clipped (always 0 for float outputs).
+
+    Raises
+    ------
+    ValueError
+        If ``dtype`` is not one of :data:`OUTPUT_DTYPES`.
+    """
+    if dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"unknown output dtype {dtype!r}; allowed: {', '.join(OUTPUT_DTYPES)}")
+    if dtype.startswith("float"):
+        return data.astype(dtype), 0
+    top = np.iinfo(dtype).max
+    rounded = np.rint(data)
+    clipped = int(np.count_nonzero((rounded < 0) | (rounded > top)))
+    return np.clip(rounded, 0, top).astype(dtype), clipped
+
 
 @dataclass(frozen=True)
 class TiffImage:

@@ -56,6 +56,41 @@ def test_run_matches_python_api_and_keeps_voxel_size(files, tmp_path):
     assert written.voxel_size == pytest.approx((0.26, 0.26), rel=1e-6)
 
 
+def test_output_dtype_rounds_and_warns_when_clipping(files, tmp_path):
+    image, psf = files
+    args = ("run", image, "--psf", psf, "-n", "5", "-q")
+    assert cli(*args, "-o", tmp_path / "f32.tif").returncode == 0
+    result = cli(*args, "-o", tmp_path / "u16.tif", "--output-dtype", "uint16")
+    assert result.returncode == 0, result.stderr
+    reference = read_tiff(tmp_path / "f32.tif").data
+    written = read_tiff(tmp_path / "u16.tif").data
+    assert written.dtype == np.uint16
+    np.testing.assert_array_equal(written, np.clip(np.rint(reference), 0, 65535))
+    assert "clipped" not in result.stderr
+    result = cli(*args, "-o", tmp_path / "u8.tif", "--output-dtype", "uint8")
+    assert result.returncode == 0
+    assert "were outside the uint8 range and were clipped" in result.stderr
+    small = read_tiff(tmp_path / "u8.tif").data
+    np.testing.assert_array_equal(small, np.clip(np.rint(reference), 0, 255))
+
+
+def test_cli_on_confocal_grid_matches_api(tmp_path):
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    grid = data / "bian_DeconvolutionSampleVerticalGrid1AU-crop.tif"
+    psf = data / "bian_psf_measured_45cube.tif"
+    if not grid.exists():
+        pytest.skip("../shared/data not beside the checkout")
+    out = tmp_path / "grid.tif"
+    result = cli("run", grid, "--psf", psf, "-n", "20", "-o", out, "--backend", "numpy", "-q")
+    assert result.returncode == 0, result.stderr
+    expected = gd.richardson_lucy(
+        read_tiff(grid).data, read_tiff(psf).data, 20, backend="numpy", dtype="float32"
+    )
+    written = read_tiff(out)
+    np.testing.assert_allclose(written.data, expected, rtol=1e-5, atol=1e-6)
+    assert written.voxel_size == read_tiff(grid).voxel_size
+
+
 def test_run_progress_bar_on_stderr(files, tmp_path):
     image, psf = files
     result = cli("run", image, "--psf", psf, "-n", "3", "-o", tmp_path / "o.tif")
