@@ -1,11 +1,12 @@
 """Time one Richardson-Lucy implementation on one case; run in its own process by the drivers.
 
-Usage: ``python peer_runner.py IMPLEMENTATION SHAPE PSF_SHAPE ITERATIONS REPEATS``, e.g.
-``python peer_runner.py clij2fft-rl 64,256,256 17,17,17 10 3``. Prints one JSON line:
-``{"implementation", "seconds_per_iteration" (median), "first_call_seconds", "result_path"}``
-or ``{"implementation", "error"}``. The first call (kernel compilation, FFT planning) is timed
-separately and excluded; device work is synchronised inside the timed region (every
-implementation returns a host array, which waits for the device).
+Usage: ``python peer_runner.py IMPLEMENTATION CASE ITERATIONS REPEATS``, e.g.
+``python peer_runner.py clij2fft-rl 3d 10 3`` (cases: see :data:`CASES`). Prints one JSON line:
+``{"implementation", "seconds_per_iteration" (median), "first_call_seconds",
+"peak_rss_bytes", "result_path"}`` or ``{"implementation", "error"}``. The first call
+(kernel compilation, FFT planning) is timed separately and excluded; device work is
+synchronised inside the timed region (every implementation returns a host array, which waits
+for the device).
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import traceback
 import numpy as np
 
 
-def make_case(shape, psf_shape):
-    """Deterministic test volume (sparse bright structures) and anisotropic Gaussian PSF."""
+def synthetic_case(shape, psf_shape, sigmas):
+    """Deterministic sparse bright structures blurred by an anisotropic Gaussian PSF."""
     import scipy.ndimage as ndi
 
     rng = np.random.default_rng(0)
     truth = ndi.gaussian_filter(rng.random(shape).astype(np.float32) ** 8, 1.0) * 1000 + 10
-    sigmas = [3.0, 2.0, 2.0][-len(psf_shape) :]
     psf = np.ones((), dtype=np.float64)
     for n, s in zip(psf_shape, sigmas):
         x = np.arange(n) - n // 2
@@ -35,6 +35,44 @@ def make_case(shape, psf_shape):
     psf /= psf.sum()
     image = ndi.convolve(truth, psf.astype(np.float32), mode="reflect")
     return image.astype(np.float32), psf.astype(np.float32)
+
+
+def tutorial_case():
+    """The tutorial: the bundled 70x70 nucleus blurred by the 25x25 sigma-2 PSF."""
+    import scipy.ndimage as ndi
+
+    from gpu_deconv.demo import tutorial_psf
+    from gpu_deconv.samples import nucleus
+
+    psf = tutorial_psf()
+    image = ndi.convolve(nucleus().astype(np.float64), psf)
+    return image.astype(np.float32), psf.astype(np.float32)
+
+
+def confocal_case():
+    """The real confocal grid (21x150x150) and its measured 45^3 PSF from ../shared/data."""
+    from pathlib import Path
+
+    from gpu_deconv.io import read_tiff
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    image = read_tiff(data / "bian_DeconvolutionSampleVerticalGrid1AU-crop.tif").data
+    psf = read_tiff(data / "bian_psf_measured_45cube.tif").data
+    return image.astype(np.float32), np.maximum(psf, 0).astype(np.float32)
+
+
+CASES = {
+    "tutorial": tutorial_case,
+    "2d-large": lambda: synthetic_case((2048, 2048), (25, 25), (2.0, 2.0)),
+    "3d": lambda: synthetic_case((64, 256, 256), (17, 17, 17), (3.0, 2.0, 2.0)),
+    "3d-large": lambda: synthetic_case((128, 512, 512), (17, 17, 17), (3.0, 2.0, 2.0)),
+    "confocal": confocal_case,
+}
+
+
+def make_case(case):
+    """Return ``(image, psf)`` float32 arrays of a named case."""
+    return CASES[case]()
 
 
 def implementation(name, image, psf):
@@ -71,7 +109,37 @@ def implementation(name, image, psf):
         return lambda n: nonBlock_RLDeconvolutionReiknaOCL(image, psf, niter=n)
     if name in ("floor-numpy", "floor-opencl"):
         return transform_floor(name, image, psf)
+    if name == "clesperanto-naive":
+        return clesperanto_naive(image, psf)
     raise ValueError(f"unknown implementation {name!r}")
+
+
+def clesperanto_naive(image, psf):
+    """The "obvious" design: RL from pyclesperanto-prototype's spatial filters.
+
+    ``cle.convolve`` correlates (no kernel flip) with clamp-to-edge borders, so the forward blur
+    passes the flipped PSF and the back-projection the PSF itself.
+    """
+    import pyclesperanto_prototype as cle
+
+    flipped = cle.push(np.ascontiguousarray(psf[(slice(None, None, -1),) * psf.ndim]))
+    kernel = cle.push(psf)
+
+    def run(n):
+        observed = cle.push(image)
+        estimate = cle.copy(observed)
+        blurred = cle.create_like(observed)
+        ratio = cle.create_like(observed)
+        correction = cle.create_like(observed)
+        for _ in range(n):
+            cle.convolve(estimate, flipped, blurred)
+            cle.divide_images(observed, blurred, ratio)
+            cle.convolve(ratio, kernel, correction)
+            cle.multiply_images(estimate, correction, blurred)
+            estimate, blurred = blurred, estimate
+        return cle.pull(estimate)
+
+    return run
 
 
 def transform_floor(name, image, psf):
@@ -120,13 +188,18 @@ def transform_floor(name, image, psf):
     return run
 
 
+def peak_rss() -> int:
+    """Peak resident memory of this process so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main(argv):
-    name, shape, psf_shape, iterations, repeats = argv
-    shape = tuple(int(v) for v in shape.split(","))
-    psf_shape = tuple(int(v) for v in psf_shape.split(","))
+    name, case, iterations, repeats = argv
     iterations, repeats = int(iterations), int(repeats)
     try:
-        image, psf = make_case(shape, psf_shape)
+        image, psf = make_case(case)
         run = implementation(name, image, psf)
         start = time.perf_counter()
         run(1)
@@ -147,6 +220,7 @@ def main(argv):
                     "seconds_per_iteration": statistics.median(times),
                     "all_seconds_per_iteration": times,
                     "first_call_seconds": first,
+                    "peak_rss_bytes": peak_rss(),
                     "result_path": path,
                 }
             )

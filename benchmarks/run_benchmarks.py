@@ -1,12 +1,14 @@
 """Side-by-side Richardson-Lucy benchmarks: gpu_deconv against its peers, in one run.
 
-``python benchmarks/run_benchmarks.py [--suite numpy|opencl|all]`` runs each implementation in
-its own process (``peer_runner.py``) on the same data and iterations, excludes the first call
-(compilation, planning), and writes ``benchmarks/results/<host>-<date>-<suite>.json`` and
-``.md``. Each row gives the median time per iteration, the ratio to gpu_deconv's reference row,
-the distance from the transform floor, and the agreement (relative RMS over the interior,
-one PSF radius from the border) with the float64 NumPy reference under that
-implementation's own boundary convention. A peer that fails is reported as failed.
+``python benchmarks/run_benchmarks.py [--case NAME ...]`` runs each implementation in its own
+process (``peer_runner.py``) on the same data and iterations, excludes the first call
+(compilation, planning), and writes ``benchmarks/results/<host>-<date>-<case>.json`` and
+``.md`` per case, plus ``<host>-<date>.md`` (all tables) and ``<host>-<date>.png`` (bars).
+Each row gives the median time per iteration, the ratio to gpu_deconv's reference row, the
+peak resident memory of its process, the distance from the transform floor, and the
+agreement (relative RMS over the interior, one PSF radius from the border) with the float64
+NumPy reference under that implementation's own boundary convention. A peer that fails is
+reported as failed.
 """
 
 from __future__ import annotations
@@ -29,35 +31,88 @@ sys.path.insert(0, str(HERE))
 
 from peer_runner import make_case  # noqa: E402
 
-SHAPE, PSF_SHAPE = (64, 256, 256), (17, 17, 17)
-# implementation -> (boundary convention of its result ["boundary[:init]"], iterations to time)
-SUITES = {
-    "numpy": {
+
+def rows(*specs):
+    """``(implementation, convention, iterations)`` triples as an ordered dict."""
+    return {name: (convention, iterations) for name, convention, iterations in specs}
+
+
+# Per case: the reference row (ratio 1), the floor row, and the implementations with the
+# boundary convention of their result ("boundary[:init]") and the iterations to time.
+CASES = {
+    "tutorial": {
+        "title": "70x70 nucleus, 25x25 Gaussian PSF (the tutorial)",
         "reference": "gpu_deconv-numpy-fft-reflect",
         "floor": "floor-numpy",
-        "rows": {
-            "gpu_deconv-numpy-fft-reflect": ("reflect", 10),
-            "gpu_deconv-numpy-fft-wrap": ("wrap", 10),
-            "gpu_deconv-numpy-fft-nearest": ("nearest", 10),
-            "floor-numpy": (None, 10),
-            "skimage": ("constant:0.5", 10),
-            "simpleitk": ("nearest", 2),
-        },
+        "rows": rows(
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 80),
+            ("gpu_deconv-numpy-separable-reflect", "reflect", 80),
+            ("gpu_deconv-numpy-spatial-reflect", "reflect", 80),
+            ("gpu_deconv-opencl-fft-reflect", "reflect", 80),
+            ("gpu_deconv-opencl-separable-reflect", "reflect", 80),
+            ("gpu_deconv-opencl-spatial-reflect", "reflect", 80),
+            ("floor-numpy", None, 80),
+            ("skimage", "constant:0.5", 80),
+            ("simpleitk", "nearest", 80),
+            ("clesperanto-naive", "nearest", 80),
+        ),
     },
-    "opencl": {
-        "reference": "gpu_deconv-opencl-fft-reflect",
-        "floor": "floor-opencl",
-        "rows": {
-            "gpu_deconv-opencl-fft-reflect": ("reflect", 10),
-            "gpu_deconv-opencl-fft-wrap": ("wrap", 10),
-            "gpu_deconv-opencl-fft-nearest": ("nearest", 10),
-            "floor-opencl": (None, 10),
-            "gpu_deconv-numpy-fft-reflect": ("reflect", 10),
-            "gpu_deconv-numpy-fft-wrap": ("wrap", 10),
-            "clij2fft-rl": ("wrap", 10),
-            "clij2fft-rl-nc": ("constant", 10),
-            "redlionfish-opencl": ("constant", 5),
-        },
+    "2d-large": {
+        "title": "2048x2048, 25x25 Gaussian PSF",
+        "reference": "gpu_deconv-numpy-fft-reflect",
+        "floor": "floor-numpy",
+        "rows": rows(
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 50),
+            ("gpu_deconv-numpy-separable-reflect", "reflect", 10),
+            ("gpu_deconv-opencl-fft-reflect", "reflect", 10),
+            ("floor-numpy", None, 50),
+            ("skimage", "constant:0.5", 10),
+            ("simpleitk", "nearest", 3),
+        ),
+    },
+    "3d": {
+        "title": "64x256x256, 17^3 anisotropic Gaussian PSF",
+        "reference": "gpu_deconv-numpy-fft-reflect",
+        "floor": "floor-numpy",
+        "rows": rows(
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 20),
+            ("gpu_deconv-numpy-fft-wrap", "wrap", 20),
+            ("gpu_deconv-numpy-fft-nearest", "nearest", 20),
+            ("floor-numpy", None, 20),
+            ("gpu_deconv-opencl-fft-reflect", "reflect", 10),
+            ("gpu_deconv-opencl-fft-wrap", "wrap", 10),
+            ("gpu_deconv-opencl-fft-nearest", "nearest", 10),
+            ("floor-opencl", None, 10),
+            ("skimage", "constant:0.5", 10),
+            ("simpleitk", "nearest", 2),
+            ("clij2fft-rl", "wrap", 10),
+            ("clij2fft-rl-nc", "constant", 10),
+            ("redlionfish-opencl", "constant", 5),
+        ),
+    },
+    "3d-large": {
+        "title": "128x512x512, 17^3 anisotropic Gaussian PSF (fast implementations)",
+        "reference": "gpu_deconv-numpy-fft-reflect",
+        "floor": "floor-numpy",
+        "rows": rows(
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 10),
+            ("floor-numpy", None, 10),
+            ("gpu_deconv-opencl-fft-reflect", "reflect", 5),
+            ("clij2fft-rl", "wrap", 5),
+        ),
+    },
+    "confocal": {
+        "title": "confocal grid 21x150x150, measured 45^3 PSF",
+        "reference": "gpu_deconv-numpy-fft-reflect",
+        "floor": "floor-numpy",
+        "rows": rows(
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 20),
+            ("floor-numpy", None, 20),
+            ("gpu_deconv-opencl-fft-reflect", "reflect", 20),
+            ("skimage", "constant:0.5", 20),
+            ("simpleitk", "nearest", 5),
+            ("clij2fft-rl", "wrap", 20),
+        ),
     },
 }
 FLOOR_NOTE = {
@@ -85,16 +140,8 @@ def peer_env() -> dict:
     return env
 
 
-def run_one(name: str, iterations: int, repeats: int) -> dict:
-    cmd = [
-        sys.executable,
-        str(HERE / "peer_runner.py"),
-        name,
-        ",".join(map(str, SHAPE)),
-        ",".join(map(str, PSF_SHAPE)),
-        str(iterations),
-        str(repeats),
-    ]
+def run_one(name: str, case: str, iterations: int, repeats: int) -> dict:
+    cmd = [sys.executable, str(HERE / "peer_runner.py"), name, case, str(iterations), str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(), timeout=1800)
     # Peers print progress without newlines: take the JSON object wherever the line starts it.
     found = [
@@ -111,7 +158,9 @@ def run_one(name: str, iterations: int, repeats: int) -> dict:
 _REFERENCES: dict = {}
 
 
-def agreement(result_path: str | None, convention: str | None, iterations: int) -> float | None:
+def agreement(
+    result_path: str | None, case: str, convention: str | None, iterations: int
+) -> float | None:
     """Relative RMS against the float64 NumPy reference, one PSF radius from the border.
 
     ``convention`` is ``"boundary"`` or ``"boundary:init"`` (scikit-image starts from 0.5).
@@ -122,12 +171,12 @@ def agreement(result_path: str | None, convention: str | None, iterations: int) 
     Path(result_path).unlink(missing_ok=True)
     if convention is None:
         return None
-    key = (convention, iterations)
+    key = (case, convention, iterations)
+    image, psf = make_case(case)
     if key not in _REFERENCES:
         import gpu_deconv as gd
 
         boundary, _, init = convention.partition(":")
-        image, psf = make_case(SHAPE, PSF_SHAPE)
         _REFERENCES[key] = gd.richardson_lucy(
             image.astype(np.float64),
             psf.astype(np.float64),
@@ -139,25 +188,28 @@ def agreement(result_path: str | None, convention: str | None, iterations: int) 
     expected = _REFERENCES[key]
     if result.shape != expected.shape:
         return None
-    inner = tuple(slice(k // 2, -(k // 2)) for k in PSF_SHAPE)
+    # One PSF radius from the border (at most a third of the axis for PSFs larger than it).
+    inner = tuple(
+        slice(min(k // 2, n // 3), n - min(k // 2, n // 3)) for k, n in zip(psf.shape, image.shape)
+    )
     diff = result[inner] - expected[inner]
     return float(np.sqrt(np.mean(diff**2) / np.mean(expected[inner] ** 2)))
 
 
-def run_suite(suite: str, repeats: int) -> list[dict]:
-    spec = SUITES[suite]
-    rows = []
+def run_case(case: str, repeats: int) -> list[dict]:
+    spec = CASES[case]
+    results = []
     for name, (convention, iterations) in spec["rows"].items():
-        print(f"[{suite}] {name} ...", file=sys.stderr, flush=True)
-        row = run_one(name, iterations, repeats)
+        print(f"[{case}] {name} ...", file=sys.stderr, flush=True)
+        row = run_one(name, case, iterations, repeats)
         row.update(iterations=iterations, boundary=convention)
         path = row.pop("result_path", None)
         if "error" not in row:
-            row["rel_rms_vs_float64_reference"] = agreement(path, convention, iterations)
-        rows.append(row)
-    reference = next(r for r in rows if r["implementation"] == spec["reference"])
-    floor = next((r for r in rows if r["implementation"] == spec["floor"]), {})
-    for row in rows:
+            row["rel_rms_vs_float64_reference"] = agreement(path, case, convention, iterations)
+        results.append(row)
+    reference = next(r for r in results if r["implementation"] == spec["reference"])
+    floor = next((r for r in results if r["implementation"] == spec["floor"]), {})
+    for row in results:
         if "error" in row or "error" in reference:
             continue
         row["ratio_vs_reference"] = (
@@ -165,38 +217,85 @@ def run_suite(suite: str, repeats: int) -> list[dict]:
         )
         if "seconds_per_iteration" in floor:
             row["x_floor"] = row["seconds_per_iteration"] / floor["seconds_per_iteration"]
-    return rows
+    return results
 
 
-def markdown(suite: str, rows: list[dict], meta: dict) -> str:
-    spec = SUITES[suite]
+def markdown(case: str, results: list[dict], meta: dict) -> str:
+    spec = CASES[case]
     lines = [
-        f"Suite `{suite}`: {meta['shape']} float32, {meta['psf_shape']} anisotropic Gaussian PSF, "
-        f"{meta['cores']} cores, OpenCL device: {meta['opencl_device']}; median of "
-        f"{meta['repeats']} runs after a warm-up call. Ratio = time / `{spec['reference']}`.",
+        f"### {case}: {spec['title']}",
         "",
-        "| implementation | boundary | ms / iteration | ratio | x floor | first call (s) "
-        "| rel. RMS vs float64 ref. |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"{meta['cores']} cores, OpenCL device {meta['opencl_device']}, float32, median of "
+        f"{meta['repeats']} runs after a warm-up call; ratio = time / `{spec['reference']}`; "
+        "agreement = relative RMS against the float64 NumPy reference under the row's own "
+        "convention, one PSF radius from the border.",
+        "",
+        "| implementation | convention | iterations | ms / iteration | ratio | x floor "
+        "| first call (s) | peak RSS (MiB) | agreement |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
+    for row in results:
         name = FLOOR_NOTE.get(row["implementation"], row["implementation"])
         if "error" in row:
-            lines.append(f"| {name} | | failed: {row['error'][:80]} | | | | |")
+            lines.append(f"| {name} | | | failed: {row['error'][:80]} | | | | | |")
             continue
         agree = row.get("rel_rms_vs_float64_reference")
         lines.append(
-            f"| {name} | {row['boundary'] or '-'} | {row['seconds_per_iteration'] * 1e3:.1f} | "
+            f"| {name} | {row['boundary'] or '-'} | {row['iterations']} | "
+            f"{row['seconds_per_iteration'] * 1e3:.1f} | "
             f"{row.get('ratio_vs_reference', float('nan')):.2f} | "
             f"{row.get('x_floor', float('nan')):.2f} | {row['first_call_seconds']:.1f} | "
+            f"{row.get('peak_rss_bytes', 0) / 2**20:.0f} | "
             f"{'-' if agree is None else f'{agree:.1e}'} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def bar_chart(all_results: dict, path: Path) -> None:
+    """One panel per case: milliseconds per iteration (log scale), gpu_deconv rows highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [c for c, r in all_results.items() if any("error" not in row for row in r)]
+    fig, axes = plt.subplots(
+        len(cases),
+        1,
+        figsize=(8, 1.2 + 0.32 * sum(len(all_results[c]) for c in cases)),
+        squeeze=False,
+    )
+    for ax, case in zip(axes[:, 0], cases):
+        ok = [r for r in all_results[case] if "error" not in r]
+        names = [FLOOR_NOTE.get(r["implementation"], r["implementation"]) for r in ok]
+        values = [r["seconds_per_iteration"] * 1e3 for r in ok]
+        colors = [
+            "tab:blue"
+            if n.startswith("gpu_deconv")
+            else "tab:gray"
+            if n.startswith("floor")
+            else "tab:orange"
+            for n in names
+        ]
+        ax.barh(names, values, color=colors)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_title(f"{case}: {CASES[case]['title']}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("milliseconds per iteration (log scale)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=[*SUITES, "all"], default="all")
+    parser.add_argument(
+        "--case",
+        choices=list(CASES),
+        action="append",
+        help="case to run (repeatable); by default all",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     try:
@@ -207,26 +306,32 @@ def main() -> None:
     except ImportError:
         device = "unknown"
     RESULTS.mkdir(exist_ok=True)
-    for suite in SUITES if args.suite == "all" else [args.suite]:
-        rows = run_suite(suite, args.repeats)
-        meta = {
-            "suite": suite,
-            "host": socket.gethostname(),
-            "date": datetime.date.today().isoformat(),
-            "machine": platform.machine(),
-            "cores": os.cpu_count(),
-            "shape": list(SHAPE),
-            "psf_shape": list(PSF_SHAPE),
-            "dtype": "float32",
-            "repeats": args.repeats,
-            "opencl_device": device,
-            "numpy": np.__version__,
-        }
-        stem = RESULTS / f"{meta['host']}-{meta['date']}-{suite}"
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-        table = markdown(suite, rows, meta)
+    host, date = socket.gethostname(), datetime.date.today().isoformat()
+    meta = {
+        "host": host,
+        "date": date,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "dtype": "float32",
+        "repeats": args.repeats,
+        "opencl_device": device,
+        "numpy": np.__version__,
+    }
+    all_results, tables = {}, []
+    for case in args.case or list(CASES):
+        results = run_case(case, args.repeats)
+        all_results[case] = results
+        stem = RESULTS / f"{host}-{date}-{case}"
+        stem.with_suffix(".json").write_text(
+            json.dumps({"meta": meta | {"case": case}, "rows": results}, indent=2)
+        )
+        table = markdown(case, results, meta)
         stem.with_suffix(".md").write_text(table)
-        print(table)
+        tables.append(table)
+        print(table, flush=True)
+    summary = RESULTS / f"{host}-{date}"
+    summary.with_suffix(".md").write_text("\n".join(tables))
+    bar_chart(all_results, summary.with_suffix(".png"))
 
 
 if __name__ == "__main__":
