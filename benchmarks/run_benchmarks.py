@@ -240,12 +240,13 @@ def markdown(case: str, results: list[dict], meta: dict) -> str:
             lines.append(f"| {name} | | | failed: {row['error'][:80]} | | | | | |")
             continue
         agree = row.get("rel_rms_vs_float64_reference")
+        peak = row.get("peak_rss_bytes")
         lines.append(
             f"| {name} | {row['boundary'] or '-'} | {row['iterations']} | "
             f"{row['seconds_per_iteration'] * 1e3:.1f} | "
             f"{row.get('ratio_vs_reference', float('nan')):.2f} | "
             f"{row.get('x_floor', float('nan')):.2f} | {row['first_call_seconds']:.1f} | "
-            f"{row.get('peak_rss_bytes', 0) / 2**20:.0f} | "
+            f"{'-' if not peak else f'{peak / 2**20:.0f}'} | "
             f"{'-' if agree is None else f'{agree:.1e}'} |"
         )
     return "\n".join(lines) + "\n"
@@ -297,6 +298,11 @@ def main() -> None:
         help="case to run (repeatable); by default all",
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the summary table and chart from today's JSON results",
+    )
     args = parser.parse_args()
     try:
         import gpu_deconv as gd
@@ -319,9 +325,15 @@ def main() -> None:
     }
     all_results, tables = {}, []
     for case in args.case or list(CASES):
+        stem = RESULTS / f"{host}-{date}-{case}"
+        if args.report_only:
+            if stem.with_suffix(".json").exists():
+                saved = json.loads(stem.with_suffix(".json").read_text())
+                all_results[case] = saved["rows"]
+                tables.append(markdown(case, saved["rows"], saved["meta"]))
+            continue
         results = run_case(case, args.repeats)
         all_results[case] = results
-        stem = RESULTS / f"{host}-{date}-{case}"
         stem.with_suffix(".json").write_text(
             json.dumps({"meta": meta | {"case": case}, "rows": results}, indent=2)
         )
