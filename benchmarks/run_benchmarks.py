@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -158,6 +159,12 @@ def run_one(name: str, case: str, iterations: int, repeats: int) -> dict:
 _REFERENCES: dict = {}
 
 
+@functools.lru_cache(maxsize=1)
+def cached_case(case: str):
+    """The case's data, built once per case rather than once per row (3d-large takes seconds)."""
+    return make_case(case)
+
+
 def agreement(
     result_path: str | None, case: str, convention: str | None, iterations: int
 ) -> float | None:
@@ -172,7 +179,7 @@ def agreement(
     if convention is None:
         return None
     key = (case, convention, iterations)
-    image, psf = make_case(case)
+    image, psf = cached_case(case)
     if key not in _REFERENCES:
         import gpu_deconv as gd
 

@@ -80,11 +80,6 @@ class FFTGeometry:
     pad_before: tuple[int, ...]
 
     @property
-    def needs_padding(self) -> bool:
-        """Whether the padded domain differs from the image itself."""
-        return self.padded_shape != self.shape
-
-    @property
     def crop(self) -> tuple[slice, ...]:
         """Slices that cut the image region out of the padded domain."""
         return tuple(slice(b, b + n) for b, n in zip(self.pad_before, self.shape))
