@@ -1,16 +1,19 @@
 """Time one Richardson-Lucy implementation on one case; run in its own process by the drivers.
 
-Usage: ``python peer_runner.py IMPLEMENTATION CASE ITERATIONS REPEATS``, e.g.
-``python peer_runner.py clij2fft-rl 3d 10 3`` (cases: see :data:`CASES`). Prints one JSON line:
-``{"implementation", "seconds_per_iteration" (median), "first_call_seconds",
-"peak_rss_bytes", "result_path"}`` or ``{"implementation", "error"}``. The first call
-(kernel compilation, FFT planning) is timed separately and excluded; device work is
-synchronised inside the timed region (every implementation returns a host array, which waits
-for the device).
+Usage: ``python peer_runner.py IMPLEMENTATION CASE ITERATIONS REPEATS [--budget SECONDS]``,
+e.g. ``python peer_runner.py clij2fft-rl 3d 10 3`` (cases: see :data:`CASES`). Prints one JSON
+line: ``{"implementation", "seconds_per_iteration" (median), "all_seconds_per_iteration",
+"repeats", "first_call_seconds", "peak_rss_bytes", "device_bytes", "result_path"}`` or
+``{"implementation", "error", "peak_rss_bytes"}``. The first call (kernel compilation, FFT
+planning) is timed separately and excluded; device work is synchronised inside the timed region
+(every implementation returns a host array, which waits for the device). Up to REPEATS timed
+runs follow, fewer where one more run would take the timed runs past ``--budget`` seconds (at
+least one always runs): a row whose single run takes many seconds is timed once.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -159,7 +162,8 @@ def transform_floor(name, image, psf):
     if backend.name == "numpy":
         import scipy.fft
 
-        workers = backend.fft_workers(padded if op.transform == "rfft" else image.shape)
+        # The thread count blur_operator gives its transforms: decided on the image's shape.
+        workers = backend.fft_workers(image.shape)
 
         def pair(x):
             if op.transform == "dct2":
@@ -195,6 +199,39 @@ def transform_floor(name, image, psf):
     return run
 
 
+def planned_device_bytes(name, image, psf):
+    """Device bytes the OpenCL backend plans for a ``gpu_deconv-opencl-*`` row, else ``None``.
+
+    The backend's own accounting, which it checks before allocating, for the whole image (the
+    benchmark cases fit the device untiled).
+    """
+    if not name.startswith("gpu_deconv-opencl-"):
+        return None
+    import gpu_deconv as gd
+
+    _, backend, method, boundary = name.split("-")
+    # The PSF as richardson_lucy hands it to the backend: float64, normalised.
+    psf64 = psf.astype(np.float64) / psf.sum(dtype=np.float64)
+    need = gd.get_backend(backend).memory_need(
+        psf64, image.shape, boundary, method, np.dtype(np.float32)
+    )
+    return need.total
+
+
+def timed_runs(run, iterations, repeats, budget):
+    """Seconds per iteration of up to ``repeats`` runs, stopping where one more would pass
+    ``budget`` seconds of timed work (at least one run); also the last run's result."""
+    times, spent, last = [], 0.0, 0.0
+    result = None
+    while len(times) < repeats and (not times or spent + last <= budget):
+        start = time.perf_counter()
+        result = np.asarray(run(iterations))
+        last = time.perf_counter() - start
+        spent += last
+        times.append(last / iterations)
+    return times, result
+
+
 def peak_rss() -> int:
     """Peak resident memory of this process, in bytes (VmHWM).
 
@@ -209,20 +246,23 @@ def peak_rss() -> int:
 
 
 def main(argv):
-    name, case, iterations, repeats = argv
-    iterations, repeats = int(iterations), int(repeats)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="implementation, e.g. gpu_deconv-numpy-fft-reflect")
+    parser.add_argument("case", choices=list(CASES))
+    parser.add_argument("iterations", type=int)
+    parser.add_argument("repeats", type=int, help="most timed runs")
+    parser.add_argument(
+        "--budget", type=float, default=float("inf"), help="seconds of timed runs (default: none)"
+    )
+    args = parser.parse_args(argv)
+    name = args.name
     try:
-        image, psf = make_case(case)
+        image, psf = make_case(args.case)
         run = implementation(name, image, psf)
         start = time.perf_counter()
         run(1)
         first = time.perf_counter() - start
-        times = []
-        result = None
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = np.asarray(run(iterations))
-            times.append((time.perf_counter() - start) / iterations)
+        times, result = timed_runs(run, args.iterations, args.repeats, args.budget)
         fd, path = tempfile.mkstemp(suffix=".npy", prefix=f"{name}-")
         os.close(fd)
         np.save(path, result.astype(np.float32))
@@ -232,8 +272,10 @@ def main(argv):
                     "implementation": name,
                     "seconds_per_iteration": statistics.median(times),
                     "all_seconds_per_iteration": times,
+                    "repeats": len(times),
                     "first_call_seconds": first,
                     "peak_rss_bytes": peak_rss(),
+                    "device_bytes": planned_device_bytes(name, image, psf),
                     "result_path": path,
                 }
             )
@@ -245,6 +287,7 @@ def main(argv):
                     "implementation": name,
                     "error": f"{type(exc).__name__}: {exc}",
                     "traceback": traceback.format_exc(limit=3),
+                    "peak_rss_bytes": peak_rss(),
                 }
             )
         )

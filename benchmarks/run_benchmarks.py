@@ -1,14 +1,17 @@
 """Side-by-side Richardson-Lucy benchmarks: gpu_deconv against its peers, in one run.
 
-``python benchmarks/run_benchmarks.py [--case NAME ...]`` runs each implementation in its own
-process (``peer_runner.py``) on the same data and iterations, excludes the first call
+``python benchmarks/run_benchmarks.py [--case NAME ...]`` (or ``gpu-deconv bench``) runs each
+implementation in its own process (``peer_runner.py``) on the same data, excludes the first call
 (compilation, planning), and writes ``benchmarks/results/<host>-<date>-<case>.json`` and
-``.md`` per case, plus ``<host>-<date>.md`` (all tables) and ``<host>-<date>.png`` (bars).
-Each row gives the median time per iteration, the ratio to gpu_deconv's reference row, the
-peak resident memory of its process, the distance from the transform floor, and the
-agreement (relative RMS over the interior, one PSF radius from the border) with the float64
-NumPy reference under that implementation's own boundary convention. A peer that fails is
-reported as failed.
+``.md`` per case, plus ``<host>-<date>.md`` (all tables and the run's wall time) and
+``<host>-<date>.png`` (bars). Each row gives the iterations it timed (slow peers time fewer),
+the number of timed runs (fewer where they would pass ``--row-budget`` seconds) and their
+median time per iteration, the ratio to gpu_deconv's reference row, the distance from the
+transform floor, the first call, the row's wall time (process start to end), the peak resident
+memory of its process, the device memory the OpenCL backend plans (gpu_deconv OpenCL rows),
+and the agreement (relative RMS over the interior, one PSF radius from the border) with the
+float64 NumPy reference under that implementation's own boundary convention. A peer that fails
+is reported as failed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,8 @@ def rows(*specs):
 
 
 # Per case: the reference row (ratio 1), the floor row, and the implementations with the
-# boundary convention of their result ("boundary[:init]") and the iterations to time.
+# boundary convention of their result ("boundary[:init]") and the iterations to time. Rows
+# whose iteration takes seconds time fewer iterations: the report is per iteration.
 CASES = {
     "tutorial": {
         "title": "70x70 nucleus, 25x25 Gaussian PSF (the tutorial)",
@@ -63,10 +68,10 @@ CASES = {
         "reference": "gpu_deconv-numpy-fft-reflect",
         "floor": "floor-numpy",
         "rows": rows(
-            ("gpu_deconv-numpy-fft-reflect", "reflect", 50),
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 20),
             ("gpu_deconv-numpy-separable-reflect", "reflect", 10),
             ("gpu_deconv-opencl-fft-reflect", "reflect", 10),
-            ("floor-numpy", None, 50),
+            ("floor-numpy", None, 20),
             ("skimage", "constant:0.5", 10),
             ("simpleitk", "nearest", 3),
         ),
@@ -88,7 +93,7 @@ CASES = {
             ("simpleitk", "nearest", 2),
             ("clij2fft-rl", "wrap", 10),
             ("clij2fft-rl-nc", "constant", 10),
-            ("redlionfish-opencl", "constant", 5),
+            ("redlionfish-opencl", "constant", 3),
         ),
     },
     "3d-large": {
@@ -96,9 +101,9 @@ CASES = {
         "reference": "gpu_deconv-numpy-fft-reflect",
         "floor": "floor-numpy",
         "rows": rows(
-            ("gpu_deconv-numpy-fft-reflect", "reflect", 10),
-            ("floor-numpy", None, 10),
-            ("gpu_deconv-opencl-fft-reflect", "reflect", 5),
+            ("gpu_deconv-numpy-fft-reflect", "reflect", 5),
+            ("floor-numpy", None, 5),
+            ("gpu_deconv-opencl-fft-reflect", "reflect", 3),
             ("clij2fft-rl", "wrap", 5),
         ),
     },
@@ -116,6 +121,8 @@ CASES = {
         ),
     },
 }
+# A row that hangs is reported as failed after this many seconds, within the run's budget.
+ROW_TIMEOUT = 600
 FLOOR_NOTE = {
     "floor-numpy": "floor: the fft method's 4 transforms per iteration (scipy.fft)",
     "floor-opencl": "floor: the fft method's 4 transforms per iteration (VkFFT)",
@@ -141,22 +148,31 @@ def peer_env() -> dict:
     return env
 
 
-def run_one(name: str, case: str, iterations: int, repeats: int) -> dict:
-    cmd = [sys.executable, str(HERE / "peer_runner.py"), name, case, str(iterations), str(repeats)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(), timeout=1800)
-    # Peers print progress without newlines: take the JSON object wherever the line starts it.
-    found = [
-        ln[ln.index('{"implementation"') :]
-        for ln in proc.stdout.splitlines()
-        if '{"implementation"' in ln
-    ]
-    if not found:
+def run_one(name: str, case: str, iterations: int, repeats: int, budget: float) -> dict:
+    """Run one row in its own process; add its wall time (process start to end)."""
+    cmd = [sys.executable, str(HERE / "peer_runner.py"), name, case, str(iterations)]
+    cmd += [str(repeats), "--budget", str(budget)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=peer_env(), timeout=ROW_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        row = {"implementation": name, "error": f"timed out after {ROW_TIMEOUT} s"}
+    else:
+        # Peers print progress without newlines: take the JSON object wherever a line starts it.
+        found = [
+            ln[ln.index('{"implementation"') :]
+            for ln in proc.stdout.splitlines()
+            if '{"implementation"' in ln
+        ]
         tail = (proc.stderr or proc.stdout)[-300:]
-        return {"implementation": name, "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(found[-1])
-
-
-_REFERENCES: dict = {}
+        row = (
+            json.loads(found[-1])
+            if found
+            else {"implementation": name, "error": f"exit {proc.returncode}: {tail}"}
+        )
+    return row | {"wall_seconds": time.perf_counter() - start}
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,34 +181,41 @@ def cached_case(case: str):
     return make_case(case)
 
 
+@functools.cache
+def float64_reference(case: str, convention: str) -> dict[int, np.ndarray]:
+    """Float64 NumPy estimates under ``convention`` (``"boundary"`` or ``"boundary:init"``;
+    scikit-image starts from 0.5) after each iteration count the case's rows with it time.
+
+    One run with snapshots serves every count (3d-large takes seconds per iteration).
+    """
+    import gpu_deconv as gd
+
+    counts = sorted({n for conv, n in CASES[case]["rows"].values() if conv == convention})
+    image, psf = cached_case(case)
+    boundary, _, init = convention.partition(":")
+    return gd.richardson_lucy(
+        image.astype(np.float64),
+        psf.astype(np.float64),
+        counts[-1],
+        backend="numpy",
+        boundary=boundary,
+        init=float(init) if init else "observed",
+        snapshots=counts,
+    )
+
+
 def agreement(
     result_path: str | None, case: str, convention: str | None, iterations: int
 ) -> float | None:
-    """Relative RMS against the float64 NumPy reference, one PSF radius from the border.
-
-    ``convention`` is ``"boundary"`` or ``"boundary:init"`` (scikit-image starts from 0.5).
-    """
+    """Relative RMS against the float64 NumPy reference, one PSF radius from the border."""
     if result_path is None:
         return None
     result = np.load(result_path).astype(np.float64)
     Path(result_path).unlink(missing_ok=True)
     if convention is None:
         return None
-    key = (case, convention, iterations)
     image, psf = cached_case(case)
-    if key not in _REFERENCES:
-        import gpu_deconv as gd
-
-        boundary, _, init = convention.partition(":")
-        _REFERENCES[key] = gd.richardson_lucy(
-            image.astype(np.float64),
-            psf.astype(np.float64),
-            iterations,
-            backend="numpy",
-            boundary=boundary,
-            init=float(init) if init else "observed",
-        )
-    expected = _REFERENCES[key]
+    expected = float64_reference(case, convention)[iterations]
     if result.shape != expected.shape:
         return None
     # One PSF radius from the border (at most a third of the axis for PSFs larger than it).
@@ -203,17 +226,19 @@ def agreement(
     return float(np.sqrt(np.mean(diff**2) / np.mean(expected[inner] ** 2)))
 
 
-def run_case(case: str, repeats: int) -> list[dict]:
+def run_case(case: str, repeats: int, budget: float) -> list[dict]:
     spec = CASES[case]
     results = []
     for name, (convention, iterations) in spec["rows"].items():
-        print(f"[{case}] {name} ...", file=sys.stderr, flush=True)
-        row = run_one(name, case, iterations, repeats)
+        print(f"[{case}] {name} ...", end=" ", file=sys.stderr, flush=True)
+        row = run_one(name, case, iterations, repeats, budget)
+        print(f"{row['wall_seconds']:.1f} s", file=sys.stderr, flush=True)
         row.update(iterations=iterations, boundary=convention)
         path = row.pop("result_path", None)
         if "error" not in row:
             row["rel_rms_vs_float64_reference"] = agreement(path, case, convention, iterations)
         results.append(row)
+    float64_reference.cache_clear()  # 3d-large's float64 references take a GiB
     reference = next(r for r in results if r["implementation"] == spec["reference"])
     floor = next((r for r in results if r["implementation"] == spec["floor"]), {})
     for row in results:
@@ -227,34 +252,50 @@ def run_case(case: str, repeats: int) -> list[dict]:
     return results
 
 
+def mib(nbytes: int | None) -> str:
+    """Mebibytes to two significant digits below 10 (the tutorial's 0.075 MiB), else whole."""
+    if nbytes is None:
+        return ""
+    value = nbytes / 2**20
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
+
+
 def markdown(case: str, results: list[dict], meta: dict) -> str:
     spec = CASES[case]
+    rows_wall = sum(row["wall_seconds"] for row in results)
     lines = [
         f"### {case}: {spec['title']}",
         "",
-        f"{meta['cores']} cores, OpenCL device {meta['opencl_device']}, float32, median of "
-        f"{meta['repeats']} runs after a warm-up call; ratio = time / `{spec['reference']}`; "
-        "agreement = relative RMS against the float64 NumPy reference under the row's own "
-        "convention, one PSF radius from the border.",
+        f"{meta['cores']} cores, OpenCL device {meta['opencl_device']}, float32; after a warm-up "
+        f"call, the median of up to {meta['max_repeats']} timed runs (fewer where they would "
+        f"pass {meta['row_budget_seconds']:g} s); ratio = time / `{spec['reference']}`; wall = "
+        "the row's process from start to end, first call included; device = the OpenCL "
+        "backend's planned device memory; agreement = relative RMS against the float64 NumPy "
+        "reference under the row's own convention, one PSF radius from the border. Case wall "
+        f"time {meta['wall_seconds']:.0f} s: rows {rows_wall:.0f} s, case data and float64 "
+        f"references {meta['wall_seconds'] - rows_wall:.0f} s.",
         "",
-        "| implementation | convention | iterations | ms / iteration | ratio | x floor "
-        "| first call (s) | peak RSS (MiB) | agreement |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| implementation | convention | iterations | runs | ms / iteration | ratio | x floor "
+        "| first call (s) | wall (s) | peak RSS (MiB) | device (MiB) | agreement |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results:
         name = FLOOR_NOTE.get(row["implementation"], row["implementation"])
+        wall, peak = f"{row['wall_seconds']:.1f}", mib(row.get("peak_rss_bytes"))
         if "error" in row:
-            lines.append(f"| {name} | | | failed: {row['error'][:80]} | | | | | |")
+            lines.append(
+                f"| {name} | | {row['iterations']} | | failed: {row['error'][:80]} | | | | "
+                f"{wall} | {peak} | | |"
+            )
             continue
         agree = row.get("rel_rms_vs_float64_reference")
-        peak = row.get("peak_rss_bytes")
         lines.append(
-            f"| {name} | {row['boundary'] or '-'} | {row['iterations']} | "
+            f"| {name} | {row['boundary'] or '-'} | {row['iterations']} | {row['repeats']} | "
             f"{row['seconds_per_iteration'] * 1e3:.1f} | "
             f"{row.get('ratio_vs_reference', float('nan')):.2f} | "
             f"{row.get('x_floor', float('nan')):.2f} | {row['first_call_seconds']:.1f} | "
-            f"{'-' if not peak else f'{peak / 2**20:.0f}'} | "
-            f"{'-' if agree is None else f'{agree:.1e}'} |"
+            f"{wall} | {peak} | {mib(row.get('device_bytes'))} | "
+            f"{'' if agree is None else f'{agree:.1e}'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -304,7 +345,13 @@ def main() -> None:
         action="append",
         help="case to run (repeatable); by default all",
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="most timed runs per row")
+    parser.add_argument(
+        "--row-budget",
+        type=float,
+        default=10.0,
+        help="seconds of timed runs per row: fewer runs where more would pass it (default 10)",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -326,30 +373,38 @@ def main() -> None:
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "dtype": "float32",
-        "repeats": args.repeats,
+        "max_repeats": args.repeats,
+        "row_budget_seconds": args.row_budget,
         "opencl_device": device,
         "numpy": np.__version__,
     }
-    all_results, tables = {}, []
+    all_results, tables, walls = {}, [], {}
     for case in args.case or list(CASES):
         stem = RESULTS / f"{host}-{date}-{case}"
         if args.report_only:
             if stem.with_suffix(".json").exists():
                 saved = json.loads(stem.with_suffix(".json").read_text())
-                all_results[case] = saved["rows"]
+                all_results[case], walls[case] = saved["rows"], saved["meta"]["wall_seconds"]
                 tables.append(markdown(case, saved["rows"], saved["meta"]))
             continue
-        results = run_case(case, args.repeats)
+        start = time.perf_counter()
+        results = run_case(case, args.repeats, args.row_budget)
+        walls[case] = time.perf_counter() - start
         all_results[case] = results
+        case_meta = meta | {"case": case, "wall_seconds": walls[case]}
         stem.with_suffix(".json").write_text(
-            json.dumps({"meta": meta | {"case": case}, "rows": results}, indent=2)
+            json.dumps({"meta": case_meta, "rows": results}, indent=2)
         )
-        table = markdown(case, results, meta)
+        table = markdown(case, results, case_meta)
         stem.with_suffix(".md").write_text(table)
         tables.append(table)
         print(table, flush=True)
+    total = sum(walls.values())
+    per_case = ", ".join(f"{case} {wall:.0f} s" for case, wall in walls.items())
+    line = f"Wall time of the cases: {total / 60:.1f} min ({per_case})."
+    print(line, file=sys.stderr)
     summary = RESULTS / f"{host}-{date}"
-    summary.with_suffix(".md").write_text("\n".join(tables))
+    summary.with_suffix(".md").write_text("\n".join([line, "", *tables]))
     bar_chart(all_results, summary.with_suffix(".png"))
 
 
