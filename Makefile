@@ -32,9 +32,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check gpu_deconv tests benchmarks
 	$(VENV)/bin/mypy gpu_deconv
 
+# gpu-deconv bench runs benchmarks/run_benchmarks.py; the results record each row's wall time.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) benchmarks/run_benchmarks.py
+	$(VENV)/bin/gpu-deconv bench
 
 # Our OpenCL kernels on the Oclgrind simulator: fails on any out-of-bounds access or data race.
 check-kernels: $(STAMP)

@@ -1,4 +1,4 @@
-"""The ``gpu-deconv`` command line: ``run``, ``demo``, ``devices`` and ``psf gaussian``.
+"""The ``gpu-deconv`` command line: ``run``, ``demo``, ``bench``, ``devices``, ``psf gaussian``.
 
 Bad input exits with code 2 and one line on stderr; outputs are written atomically.
 """
@@ -6,6 +6,7 @@ Bad input exits with code 2 and one line on stderr; outputs are written atomical
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from .backends import BackendUnavailableError, available_backends
 from .io import OUTPUT_DTYPES
 
 EXIT_BAD_INPUT = 2
+# In an editable install (pip install -e), the package sits in the source checkout.
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def _int_list(text: str) -> list[int]:
@@ -90,6 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     demo.add_argument("--backend", default="auto", choices=available_backends())
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    bench = sub.add_parser("bench", help="run benchmarks/run_benchmarks.py of a source checkout")
+    bench.add_argument(
+        "--case", action="append", metavar="NAME", help="case to run (repeatable); by default all"
+    )
+    bench.add_argument(
+        "--source",
+        type=Path,
+        metavar="DIR",
+        default=CHECKOUT,
+        help="source checkout holding benchmarks/ (default: the one gpu_deconv is installed "
+        "from with pip install -e)",
+    )
 
     sub.add_parser("devices", help="list OpenCL devices and the backend 'auto' picks")
 
@@ -179,6 +195,18 @@ def _demo(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _bench(args: argparse.Namespace) -> int:
+    driver = args.source / "benchmarks" / "run_benchmarks.py"
+    if not driver.is_file():
+        raise FileNotFoundError(
+            f"no benchmarks/run_benchmarks.py in {args.source}: the benchmarks ship with the "
+            "gpu_deconv source repository, not the installed package; run gpu-deconv bench in "
+            "a clone installed with pip install -e '.[bench]', or pass --source CLONE"
+        )
+    cases = [arg for case in args.case or [] for arg in ("--case", case)]
+    return subprocess.run([sys.executable, str(driver), *cases]).returncode
+
+
 def _devices(args: argparse.Namespace) -> None:
     import warnings
 
@@ -210,7 +238,7 @@ def _psf(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 ok, 2 bad input).
+    """Run the command line; return the exit code (0 ok, 2 bad input; bench: the driver's).
 
     Parameters
     ----------
@@ -223,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         Process exit code.
     """
     args = _parser().parse_args(argv)
-    handlers = {"run": _run, "demo": _demo, "devices": _devices, "psf": _psf}
+    handlers = {"run": _run, "demo": _demo, "bench": _bench, "devices": _devices, "psf": _psf}
     try:
-        handlers[args.command](args)
+        code = handlers[args.command](args)
     except (
         ValueError,
         TypeError,
@@ -235,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"gpu-deconv: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -200,3 +200,21 @@ def test_devices_lists_default_and_auto_choice():
     names = [d.name for d in gd.list_devices()]
     assert all(name in result.stdout for name in names)
     assert "backend='auto' uses: " in result.stdout
+
+
+def test_bench_help_and_missing_checkout_exits_2(tmp_path):
+    result = cli("bench", "--help")
+    assert result.returncode == 0 and "--case NAME" in result.stdout
+    result = cli("bench", "--source", tmp_path)  # an empty directory: no checkout there
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ship with the gpu_deconv source repository" in lines[0]
+
+
+def test_bench_passes_case_to_the_checkout_driver():
+    if not (Path(gd.__file__).resolve().parents[1] / "benchmarks").is_dir():
+        pytest.skip("gpu_deconv is not installed from a source checkout (pip install -e)")
+    # The driver's own parser rejects an unknown case (exit 2) before running anything.
+    result = cli("bench", "--case", "no-such-case")
+    assert result.returncode == 2
+    assert "run_benchmarks.py: error: argument --case: invalid choice" in result.stderr
