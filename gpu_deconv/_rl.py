@@ -9,24 +9,10 @@ from typing import Any, overload
 import numpy as np
 
 from . import _validation as v
+from . import tiling
 from .backends import Backend, get_backend
 
 logger = logging.getLogger("gpu_deconv")
-
-
-def _prepare(image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel):
-    """Validate the shared arguments and return (image, psf, backend, operator).
-
-    ``stacklevel`` counts the frames between the user's call and this function.
-    """
-    boundary = v.check_boundary(boundary)
-    method = v.check_method(method)
-    be = get_backend(backend, device=device)
-    image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes)
-    psf = v.check_psf(psf, image.ndim, normalize_psf)
-    operator = be.blur_operator(psf, image.shape, boundary, method, image.dtype)
-    logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, method)
-    return image, psf, be, operator
 
 
 @overload
@@ -46,6 +32,9 @@ def richardson_lucy(
     progress: bool = ...,
     dtype: Any = ...,
     device: str | None = ...,
+    tile_shape: str | Sequence[int] | None = ...,
+    overlap: int | Sequence[int] | None = ...,
+    max_memory: int | None = ...,
 ) -> np.ndarray: ...
 
 
@@ -66,6 +55,9 @@ def richardson_lucy(
     progress: bool = ...,
     dtype: Any = ...,
     device: str | None = ...,
+    tile_shape: str | Sequence[int] | None = ...,
+    overlap: int | Sequence[int] | None = ...,
+    max_memory: int | None = ...,
 ) -> dict[int, np.ndarray]: ...
 
 
@@ -85,6 +77,9 @@ def richardson_lucy(
     progress: bool = False,
     dtype: Any = None,
     device: str | None = None,
+    tile_shape: str | Sequence[int] | None = "auto",
+    overlap: int | Sequence[int] | None = None,
+    max_memory: int | None = None,
 ) -> np.ndarray | dict[int, np.ndarray]:
     r"""Deconvolve an image with the Richardson-Lucy algorithm.
 
@@ -126,6 +121,21 @@ def richardson_lucy(
         supports it; OpenCL computes in float32), else float32.
     device : str, optional
         Device name substring for device backends (see :func:`list_devices`).
+    tile_shape : "auto", sequence of int or None, optional
+        Deconvolve in overlapping tiles of at most this many voxels per axis (see
+        :mod:`gpu_deconv.tiling`). By default ``"auto"``: the whole image in one piece if it
+        fits the backend's memory (device memory on OpenCL, available host memory on NumPy,
+        both capped by ``max_memory``), else the largest tiles that fit. ``None``: never tile
+        (OpenCL raises ``InsufficientDeviceMemoryError`` if the image does not fit).
+    overlap : int or sequence of int, optional
+        Neighbouring voxels deconvolved with each tile on each side; by default 10 RMS widths
+        of the PSF per axis (:func:`gpu_deconv.tiling.default_overlap`), which kept tiled
+        results within a relative RMS of 3e-4 of whole-image ones up to 100 iterations.
+    max_memory : int, optional
+        Bytes of backend memory (device memory on OpenCL, host memory on NumPy) one piece, the
+        whole image or one tile, may use. Two image-sized host arrays come on top: the
+        validated copy of ``image`` and the result. For volumes larger than host memory, use
+        :func:`gpu_deconv.dask.richardson_lucy`.
 
     Returns
     -------
@@ -144,6 +154,9 @@ def richardson_lucy(
         unknown, or ``iterations < 0``.
     BackendUnavailableError
         If the requested backend cannot run on this machine.
+    MemoryError
+        If the image, or with tiling one tile, needs more memory than ``max_memory`` or the
+        backend offers.
 
     Notes
     -----
@@ -175,11 +188,53 @@ def richardson_lucy(
     wanted = v.check_snapshots(snapshots, iterations)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
-    image, psf, be, operator = _prepare(
-        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=2
-    )
+    boundary = v.check_boundary(boundary)
+    method = v.check_method(method)
+    be = get_backend(backend, device=device)
+    image = v.check_image(image, dtype, stacklevel=2, supported=be.dtypes)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
     start = v.initial_estimate(init, image)
+    plan = tiling.plan_for_backend(
+        be, psf, image.shape, boundary, method, image.dtype, tile_shape, overlap, max_memory
+    )
+    if plan is not None and callback is not None:
+        raise ValueError("callback cannot follow tiled runs; pass tile_shape=None or progress=True")
+    keep = sorted({*wanted, iterations})
+    shape = image.shape if plan is None else plan.window_shape
+    mode = boundary if plan is None else plan.window_boundary
+    with be.lock:
+        operator = be.blur_operator(psf, shape, mode, method, image.dtype)
+        logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, method)
+        pieces = 1 if plan is None else len(plan.tiles)
+        bar = (
+            _progress_bar(iterations * pieces, be.name, operator.method, pieces)
+            if progress
+            else None
+        )
 
+        def run(region: np.ndarray, region_start: np.ndarray | float) -> dict[int, np.ndarray]:
+            return _iterate(
+                be, operator, region, region_start, iterations, eps, keep, callback, bar
+            )
+
+        try:
+            if plan is None:
+                kept = run(image, start)
+            else:
+                logger.info(
+                    "%d tiles of up to %s voxels, overlap %s", pieces, plan.core_shape, plan.overlap
+                )
+                kept = tiling.deconvolve_tiles(plan, image, start, keep, run)
+        finally:
+            if bar is not None:
+                bar.close()
+    if wanted:
+        return {k: kept[k] for k in wanted}
+    return kept[iterations]
+
+
+def _iterate(be, operator, image, start, iterations, eps, keep, callback, bar):
+    """Run the iterations on one image (or tile); return ``{count: estimate}`` for ``keep``."""
     observed = be.to_backend(image)
     if isinstance(start, np.ndarray):
         estimate = be.copy(observed) if start is image else be.to_backend(start)
@@ -188,45 +243,40 @@ def richardson_lucy(
     blurred = be.empty_like(observed)
     # An operator that may write over its input needs no separate correction buffer.
     correction = blurred if operator.inplace else be.empty_like(observed)
-
-    kept: dict[int, np.ndarray] = {}
-    if 0 in wanted:
-        kept[0] = be.to_numpy(estimate)
-    bar = _progress_bar(iterations, be.name, operator.method) if progress else None
-    try:
-        for k in range(1, iterations + 1):
-            operator.convolve(estimate, out=blurred)
-            be.ratio(observed, blurred, eps, out=blurred)
-            operator.correlate(blurred, out=correction)
-            be.multiply(estimate, correction, out=estimate)
-            if k in wanted:
-                kept[k] = be.to_numpy(estimate)
-            if bar is not None:
-                bar.update(1)
-            if callback is not None:
-                callback(k)
-    finally:
+    kept = {0: be.to_numpy(estimate)} if 0 in keep else {}
+    for k in range(1, iterations + 1):
+        operator.convolve(estimate, out=blurred)
+        be.ratio(observed, blurred, eps, out=blurred)
+        operator.correlate(blurred, out=correction)
+        be.multiply(estimate, correction, out=estimate)
+        if k in keep:
+            kept[k] = be.to_numpy(estimate)
         if bar is not None:
-            bar.close()
-    if wanted:
-        return kept
-    return be.to_numpy(estimate)
+            bar.update(1)
+        if callback is not None:
+            callback(k)
+    return kept
 
 
-def _progress_bar(total: int, backend: str, method: str):
+def _progress_bar(total: int, backend: str, method: str, pieces: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"Richardson-Lucy ({backend}, {method})", unit="it")
+    tiles = f", {pieces} tiles" if pieces > 1 else ""
+    return tqdm(total=total, desc=f"Richardson-Lucy ({backend}, {method}{tiles})", unit="it")
 
 
 def _blur(direction, image, psf, backend, method, boundary, dtype, normalize_psf, device):
-    image, _, be, operator = _prepare(
-        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=3
-    )
-    source = be.to_backend(image)
-    out = be.empty_like(source)
-    getattr(operator, direction)(source, out=out)
-    return be.to_numpy(out)
+    boundary = v.check_boundary(boundary)
+    method = v.check_method(method)
+    be = get_backend(backend, device=device)
+    image = v.check_image(image, dtype, stacklevel=3, supported=be.dtypes)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    with be.lock:
+        operator = be.blur_operator(psf, image.shape, boundary, method, image.dtype)
+        source = be.to_backend(image)
+        out = be.empty_like(source)
+        getattr(operator, direction)(source, out=out)
+        return be.to_numpy(out)
 
 
 def convolve(

@@ -79,3 +79,34 @@ def normalize_psf(psf: np.ndarray) -> np.ndarray:
     """
     arr = np.asarray(psf)
     return v.check_psf(arr, arr.ndim, normalize=True)
+
+
+def rms_width(psf: np.ndarray) -> tuple[float, ...]:
+    """Return the root-mean-square width of a PSF along each axis, in voxels.
+
+    The standard deviation of the PSF, seen as a distribution of intensity, about its
+    centroid: ``sigma`` for a Gaussian that its array does not truncate.
+
+    Parameters
+    ----------
+    psf : array_like
+        Non-negative PSF, 1D to 3D.
+
+    Returns
+    -------
+    tuple of float
+        One width per axis.
+
+    Examples
+    --------
+    >>> [round(w, 3) for w in rms_width(gaussian_psf((31, 31), (2.0, 3.0)))]
+    [2.0, 3.0]
+    """
+    h = v.check_psf(psf, np.ndim(psf), normalize=True)
+    widths = []
+    for axis in range(h.ndim):
+        profile = h.sum(axis=tuple(a for a in range(h.ndim) if a != axis))
+        x = np.arange(profile.size)
+        mean = float(profile @ x)
+        widths.append(float(np.sqrt(max(profile @ (x - mean) ** 2, 0.0))))
+    return tuple(widths)

@@ -12,7 +12,7 @@ import pytest
 from conftest import blob_image, make_psf, oracle_rl, rel_rms, require_backend
 
 import gpu_deconv as gd
-from gpu_deconv.backends.opencl_backend import InsufficientDeviceMemoryError, planned_bytes
+from gpu_deconv.backends.opencl_backend import InsufficientDeviceMemoryError, planned_memory
 
 pytestmark = pytest.mark.opencl
 
@@ -191,19 +191,21 @@ print("RESULT:", out.dtype, out.shape)
 def test_memory_is_planned_before_allocating(cl_backend):
     psf = make_psf((17, 17, 17), "gaussian")
     volume = 64 * 256 * 256 * 4
-    # reflect + Gaussian: DCT, 4 volumes. nearest: padded in-place rfft, 3 volumes + padded
-    # buffer + OTF of the same size (need = 3V + 2 * spectrum). wrap on 2^n sizes: no padding.
-    for boundary, transform, otf_copies in (
-        ("reflect", "dct2", 0),
-        ("reflect", "rfft", 1),
-        ("nearest", "rfft", 1),
-        ("wrap", "rfft", 1),
+    # DCT: 4 volumes. Padded in-place rfft: 3 volumes + the padded buffer + an OTF of the same
+    # size, the buffer being the largest. wrap on 2^n sizes needs no padding.
+    for boundary, transform, spectrum_shape in (
+        ("reflect", "dct2", None),
+        ("nearest", "rfft", (80, 288, 145)),
+        ("wrap", "rfft", (64, 256, 129)),
     ):
-        need = planned_bytes((64, 256, 256), psf.shape, boundary, "fft", transform)
-        otf = otf_copies * (need - 3 * volume) // 2
-        assert need - otf <= 5 * volume, (boundary, need / volume)
+        need = planned_memory((64, 256, 256), psf.shape, boundary, "fft", transform)
+        if spectrum_shape is None:
+            assert (need.total, need.largest) == (4 * volume, volume)
+        else:
+            spectrum = np.prod(spectrum_shape) * 8
+            assert (need.total, need.largest) == (3 * volume + 2 * spectrum, spectrum), boundary
     too_big = (4096, 4096, 256)  # 16 GiB of float32
-    with pytest.raises(InsufficientDeviceMemoryError, match="device memory"):
+    with pytest.raises(InsufficientDeviceMemoryError, match="device memory.*tile_shape='auto'"):
         cl_backend.blur_operator(psf, too_big, "reflect", "fft", np.float32)
 
 

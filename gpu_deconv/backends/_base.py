@@ -8,6 +8,8 @@ allocates its buffers once, before the first iteration.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -15,6 +17,26 @@ import numpy as np
 
 class BackendUnavailableError(RuntimeError):
     """A backend cannot run on this machine (missing package or device); the message says how."""
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Backend memory one Richardson-Lucy call uses, or the most a backend offers.
+
+    Attributes
+    ----------
+    total : int
+        Bytes in all (the call's peak; or what the backend can give one call).
+    largest : int
+        Bytes of the largest single buffer (or the largest the backend can allocate).
+    """
+
+    total: int
+    largest: int
+
+    def fits(self, limits: MemoryNeed) -> bool:
+        """Whether this need fits within ``limits``."""
+        return self.total <= limits.total and self.largest <= limits.largest
 
 
 @runtime_checkable
@@ -54,14 +76,20 @@ class Backend(Protocol):
         Timing constants behind ``method="auto"`` on this backend.
     dtypes : tuple of str
         Compute dtypes it supports, e.g. ``("float32", "float64")``.
+    lock : context manager
+        Held around one call's use of the backend: device backends serialise threads with it.
     """
 
     name: str
     cost_model: Any
     dtypes: tuple[str, ...]
+    lock: AbstractContextManager[Any]
 
     def to_backend(self, array: np.ndarray) -> Any:
-        """Copy a host array to a new backend array (one host-to-device transfer)."""
+        """Return a host array on the backend (one host-to-device transfer).
+
+        A host backend may return ``array`` itself: callers never write to the result.
+        """
         ...
 
     def to_numpy(self, array: Any) -> np.ndarray:
@@ -84,6 +112,16 @@ class Backend(Protocol):
         self, psf: np.ndarray, shape: tuple[int, ...], boundary: str, method: str, dtype: np.dtype
     ) -> BlurOperator:
         """Prepare the blur for ``psf`` (host float64) on images of ``shape``."""
+        ...
+
+    def memory_need(
+        self, psf: np.ndarray, shape: tuple[int, ...], boundary: str, method: str, dtype: np.dtype
+    ) -> MemoryNeed:
+        """Memory one Richardson-Lucy call on ``shape`` with this blur would use here."""
+        ...
+
+    def memory_limits(self) -> MemoryNeed:
+        """Return the memory one call may use now: the device's, or the host's available."""
         ...
 
     def ratio(self, observed: Any, blurred: Any, eps: float, out: Any) -> Any:

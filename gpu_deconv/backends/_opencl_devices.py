@@ -96,9 +96,11 @@ def pick_device(device: str | None = None) -> Any:
     Parameters
     ----------
     device : str, optional
-        Case-insensitive substring of the device name; by default ``$GPU_DECONV_DEVICE``, and
-        without it the first GPU (then accelerator, then CPU), larger memory first; the
-        Oclgrind simulator only when named.
+        Case-insensitive substring of the device name, optionally followed by ``#k`` for the
+        k-th match (``"H100#1"``: the second H100; ``"#1"``: the second device in
+        :func:`list_devices` order); by default ``$GPU_DECONV_DEVICE``, and without it the
+        first GPU (then accelerator, then CPU), larger memory first; the Oclgrind simulator
+        only when named.
 
     Returns
     -------
@@ -111,19 +113,25 @@ def pick_device(device: str | None = None) -> Any:
         If no OpenCL device exists, or none matches ``device``.
     """
     cl = import_pyopencl()
-    devices = _all_devices()
+    devices = _ranked_devices(cl)
     if not devices:
         raise BackendUnavailableError(f"no OpenCL device found; {INSTALL_HINT}")
     wanted = device if device is not None else os.environ.get(DEVICE_ENV) or None
-    if wanted is not None:
-        matches = [(p, d) for p, d in devices if wanted.lower() in d.name.lower()]
-        if not matches:
-            names = ", ".join(repr(d.name) for _, d in devices)
-            raise BackendUnavailableError(
-                f"no OpenCL device matches {wanted!r}; available: {names}"
-            )
-        devices = matches
-    return min(devices, key=lambda pd: _rank(cl, pd[1]))[1]
+    if wanted is None:
+        return devices[0][1]
+    name, _, index = wanted.rpartition("#") if "#" in wanted else (wanted, "", "0")
+    matches = [(p, d) for p, d in devices if name.lower() in d.name.lower()]
+    if not index.isdigit():
+        raise BackendUnavailableError(f"device {wanted!r}: '#' must be followed by an index")
+    if int(index) >= len(matches):
+        names = ", ".join(repr(d.name.strip()) for _, d in devices)
+        raise BackendUnavailableError(f"no OpenCL device matches {wanted!r}; available: {names}")
+    return matches[int(index)][1]
+
+
+def _ranked_devices(cl: Any) -> list[tuple[Any, Any]]:
+    """All devices, GPUs first and larger memory first (a stable sort: ties keep platform order)."""
+    return sorted(_all_devices(), key=lambda pd: _rank(cl, pd[1]))
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -132,7 +140,8 @@ def list_devices() -> list[DeviceInfo]:
     Returns
     -------
     list of DeviceInfo
-        Every device of every platform; empty when there is none (or pyopencl is missing).
+        Every device of every platform, in the order ``device="#k"`` counts them (the default
+        first); empty when there is none (or pyopencl is missing).
 
     Examples
     --------
@@ -142,12 +151,9 @@ def list_devices() -> list[DeviceInfo]:
     """
     try:
         cl = import_pyopencl()
-        devices = _all_devices()
+        devices = _ranked_devices(cl)
     except BackendUnavailableError:
         return []
-    if not devices:
-        return []
-    default = min(devices, key=lambda pd: _rank(cl, pd[1]))[1]
     return [
         DeviceInfo(
             name=d.name.strip(),
@@ -155,7 +161,7 @@ def list_devices() -> list[DeviceInfo]:
             type=_device_type(cl, d),
             global_memory=int(d.global_mem_size),
             max_allocation=int(d.max_mem_alloc_size),
-            is_default=d == default,
+            is_default=i == 0,
         )
-        for p, d in devices
+        for i, (p, d) in enumerate(devices)
     ]

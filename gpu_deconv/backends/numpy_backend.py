@@ -6,13 +6,17 @@ device exists. It computes in float32 or float64; real-to-complex FFTs run on al
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 
 import numpy as np
 import scipy.fft
 import scipy.ndimage as ndi
 
+from ._base import MemoryNeed
+from ._host_memory import available_host_memory
 from ._planning import (
     CostModel,
     FFTGeometry,
@@ -37,6 +41,9 @@ NUMPY_COSTS = CostModel(
 
 
 SMALL_TRANSFORM = 2**17
+# Fraction of the available host memory one call may plan to take (the rest is for the OS,
+# the caller's own arrays and allocator slack).
+HOST_MEMORY_HEADROOM = 0.8
 
 
 class _SpatialOperator:
@@ -153,10 +160,9 @@ class _FFTOperator:
         geometry = fft_geometry(shape, psf.shape, boundary)
         self._padder = _BoundaryPadder(geometry, boundary, dtype)
         self._workers = workers
-        otf = scipy.fft.rfftn(embed_psf(psf, geometry.padded_shape), workers=workers)
-        complex_dtype = np.result_type(dtype, np.complex64)
-        self._otf = otf.astype(complex_dtype)
-        self._otf_conj = np.conj(otf).astype(complex_dtype)
+        # The OTF in the compute dtype: a float64 detour would triple the set-up's peak memory.
+        self._otf = scipy.fft.rfftn(embed_psf(psf, geometry.padded_shape, dtype), workers=workers)
+        self._otf_conj = np.conj(self._otf)
 
     def _apply(self, x: np.ndarray, out: np.ndarray, otf: np.ndarray) -> np.ndarray:
         geometry = self._padder.geometry
@@ -188,12 +194,15 @@ class NumpyBackend:
     name = "numpy"
     cost_model = NUMPY_COSTS
     dtypes: tuple[str, ...] = ("float32", "float64")
+    # Calls share no state (operators are per call), so threads need no lock.
+    lock = contextlib.nullcontext()
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
 
     def to_backend(self, array: np.ndarray) -> np.ndarray:
-        return np.array(array, order="C", copy=True)
+        # Host arrays need no transfer: share the (validated, private) array, never copy it.
+        return np.ascontiguousarray(array)
 
     def to_numpy(self, array: np.ndarray) -> np.ndarray:
         return np.array(array, copy=True)
@@ -218,6 +227,36 @@ class NumpyBackend:
         if transform != "rfft":
             return _DCTOperator(psf, tuple(shape), transform, dtype, self.fft_workers(shape))
         return _FFTOperator(psf, tuple(shape), boundary, dtype, self.fft_workers(shape))
+
+    def memory_need(self, psf: np.ndarray, shape, boundary: str, method: str, dtype) -> MemoryNeed:
+        """Peak host memory of one call, counted per buffer (checked against tracemalloc).
+
+        Every method holds the validated image, the estimate, the blurred/ratio buffer and the
+        returned copy; the padded FFT adds its padded buffer, the OTF and its conjugate, the
+        spectrum and the inverse transform's output.
+        """
+        shape = tuple(int(n) for n in shape)
+        dtype = np.dtype(dtype)
+        n = math.prod(shape) * dtype.itemsize
+        # PSF copies, index maps and other small buffers.
+        small = 4 * psf.size * 8 + 2**16
+        method, _ = choose_method(method, shape, psf, boundary, dtype, NUMPY_COSTS)
+        if method == "spatial":
+            return MemoryNeed(5 * n + small, n)
+        if method == "separable":
+            return MemoryNeed(7 * n + small, n)
+        if spectral_transform(psf, shape, boundary, dtype, NUMPY_COSTS) != "rfft":
+            return MemoryNeed(5 * n + small, n)
+        padded = fft_geometry(shape, psf.shape, boundary).padded_shape
+        real = math.prod(padded) * dtype.itemsize
+        spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 2 * dtype.itemsize
+        return MemoryNeed(3 * n + 2 * real + 3 * spectrum + small, max(n, spectrum))
+
+    def memory_limits(self) -> MemoryNeed:
+        """Available host memory (with headroom); unbounded where the OS does not say."""
+        available = available_host_memory()
+        total = sys.maxsize if available is None else int(available * HOST_MEMORY_HEADROOM)
+        return MemoryNeed(total, total)
 
     def fft_workers(self, shape) -> int:
         """Return the FFT threads for ``shape``: one below 2**17 samples.

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import threading
 from typing import Any
 
 import numpy as np
 import scipy.fft
 
-from ._base import BackendUnavailableError
+from ._base import BackendUnavailableError, MemoryNeed
 from ._opencl_devices import PACKAGE_HINT, import_pyopencl, is_simulator, pick_device
 from ._planning import (
     CostModel,
@@ -139,6 +140,8 @@ class OpenCLBackend:
         program = _PROGRAMS[key]
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_FILES}
         self._fft_plans: dict[tuple, Any] = {}
+        # pyopencl kernels hold their arguments between set and enqueue: one thread at a time.
+        self.lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"OpenCLBackend(device={self.device.name.strip()!r})"
@@ -187,16 +190,31 @@ class OpenCLBackend:
         self.queue.finish()
 
     # -- operators ---------------------------------------------------------------------------------
-    def blur_operator(self, psf: np.ndarray, shape, boundary: str, method: str, dtype):
+    def _plan(self, psf: np.ndarray, shape, boundary: str, method: str, dtype):
         if np.dtype(dtype) != np.float32:
             raise ValueError("the opencl backend computes in float32; pass dtype='float32'")
-        shape = tuple(int(n) for n in shape)
         if method == "fft" and not self.has_fft:
             raise BackendUnavailableError(PYVKFFT_HINT)
         model = self.cost_model if self.has_fft else _without_fft(self.cost_model)
         method, profiles = choose_method(method, shape, psf, boundary, FLOAT32, model)
         transform = spectral_transform(psf, shape, boundary, FLOAT32, model)
-        self.check_memory(planned_bytes(shape, psf.shape, boundary, method, transform))
+        return method, profiles, transform
+
+    def memory_need(self, psf: np.ndarray, shape, boundary: str, method: str, dtype) -> MemoryNeed:
+        """Device memory of one call (see :func:`planned_memory`)."""
+        shape = tuple(int(n) for n in shape)
+        method, _, transform = self._plan(psf, shape, boundary, method, dtype)
+        return planned_memory(shape, psf.shape, boundary, method, transform)
+
+    def memory_limits(self) -> MemoryNeed:
+        """Return the device's global memory (with headroom) and its largest allocation."""
+        total = int(self.device.global_mem_size * MEMORY_HEADROOM)
+        return MemoryNeed(total, min(total, int(self.device.max_mem_alloc_size)))
+
+    def blur_operator(self, psf: np.ndarray, shape, boundary: str, method: str, dtype):
+        shape = tuple(int(n) for n in shape)
+        method, profiles, transform = self._plan(psf, shape, boundary, method, dtype)
+        self.check_memory(planned_memory(shape, psf.shape, boundary, method, transform))
         if method == "spatial":
             return _SpatialOperator(self, psf, shape, boundary)
         if method == "separable":
@@ -206,14 +224,20 @@ class OpenCLBackend:
             return _DCTOperator(self, psf, shape, transform)
         return _FFTOperator(self, psf, shape, boundary)
 
-    def check_memory(self, nbytes: int) -> None:
-        """Raise :class:`InsufficientDeviceMemoryError` if ``nbytes`` will not fit the device."""
-        available = int(self.device.global_mem_size * MEMORY_HEADROOM)
-        if nbytes > available:
+    def check_memory(self, need: MemoryNeed) -> None:
+        """Raise :class:`InsufficientDeviceMemoryError` if ``need`` will not fit the device."""
+        limits = self.memory_limits()
+        name = self.device.name.strip()
+        hint = "pass tile_shape='auto' (or a tuple) to deconvolve in tiles"
+        if need.total > limits.total:
             raise InsufficientDeviceMemoryError(
-                f"this call needs about {nbytes / 2**20:.0f} MiB of device memory, but "
-                f"{self.device.name.strip()!r} offers {available / 2**20:.0f} MiB; "
-                "deconvolve a smaller region or tiles"
+                f"this call needs about {need.total / 2**20:.0f} MiB of device memory, but "
+                f"{name!r} offers {limits.total / 2**20:.0f} MiB; {hint}"
+            )
+        if need.largest > limits.largest:
+            raise InsufficientDeviceMemoryError(
+                f"one buffer of {need.largest / 2**20:.0f} MiB exceeds the largest allocation "
+                f"{limits.largest / 2**20:.0f} MiB of {name!r}; {hint}"
             )
 
     def fft_plan(self, shape: tuple[int, ...], **options: Any) -> Any:
@@ -235,15 +259,6 @@ class OpenCLBackend:
 
         return cla.to_device(self.queue, np.ascontiguousarray(array))
 
-    def check_allocation(self, nbytes: int) -> None:
-        """Raise if one buffer exceeds the device's largest allocation."""
-        if nbytes > self.device.max_mem_alloc_size:
-            raise InsufficientDeviceMemoryError(
-                f"one buffer of {nbytes / 2**20:.0f} MiB exceeds the largest allocation "
-                f"{self.device.max_mem_alloc_size / 2**20:.0f} MiB of "
-                f"{self.device.name.strip()!r}; deconvolve a smaller region or tiles"
-            )
-
 
 def _pyvkfft() -> Any:
     try:
@@ -264,10 +279,10 @@ def _without_fft(model: CostModel) -> CostModel:
     )
 
 
-def planned_bytes(
+def planned_memory(
     shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str, method: str, transform: str
-) -> int:
-    """Device bytes one Richardson-Lucy call allocates with ``method`` (float32).
+) -> MemoryNeed:
+    """Device memory one Richardson-Lucy call allocates with ``method`` (float32).
 
     ``transform`` is the fft method's (``"rfft"``, ``"dct1"`` or ``"dct2"``).
 
@@ -277,14 +292,14 @@ def planned_bytes(
     """
     n = math.prod(shape) * 4
     if method == "spatial":
-        return 4 * n + math.prod(psf_shape) * 4
+        return MemoryNeed(4 * n + math.prod(psf_shape) * 4, n)
     if method == "separable":
-        return 6 * n + sum(psf_shape) * 4
+        return MemoryNeed(6 * n + sum(psf_shape) * 4, n)
     if transform != "rfft":
-        return 4 * n
+        return MemoryNeed(4 * n, n)
     padded = fft_geometry(shape, psf_shape, boundary).padded_shape
     spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
-    return 3 * n + 2 * spectrum
+    return MemoryNeed(3 * n + 2 * spectrum, max(n, spectrum))
 
 
 class _SpatialOperator:
@@ -405,7 +420,6 @@ class _FFTOperator:
         padded = geometry.padded_shape
         row = 2 * (padded[-1] // 2 + 1)  # in-place R2C rows hold the half spectrum
         buffer_shape = (*padded[:-1], row)
-        backend.check_allocation(math.prod(buffer_shape) * 4)
         self._buffer = cla.empty(backend.queue, buffer_shape, np.float32)
         self._spectrum = self._buffer.data  # the same memory, read as complex pairs
         self._n_complex = math.prod(buffer_shape) // 2
