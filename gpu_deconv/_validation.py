@@ -201,3 +201,14 @@ def initial_estimate(init: Any, image: np.ndarray) -> np.ndarray | float:
             raise ValueError("init has negative values; the starting estimate must be >= 0")
         return np.array(arr, dtype=image.dtype, order="C", copy=True)
     raise TypeError(f"init must be 'observed', 'mean', a positive number or an array, got {init!r}")
+
+
+def check_max_memory(max_memory: Any) -> int | None:
+    """Return ``max_memory`` (bytes) if it is None or a positive int, else raise."""
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Integral):
+        raise TypeError(f"max_memory must be an int number of bytes, got {max_memory!r}")
+    if max_memory <= 0:
+        raise ValueError(f"max_memory must be positive, got {max_memory}")
+    return int(max_memory)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import check_max_memory
 from .backends import Backend
 from .backends._base import MemoryNeed
 from .psf import rms_width
@@ -323,11 +324,7 @@ def plan_for_backend(
     ``"auto"`` tiles only what does not fit: the backend's memory limits (device memory and
     largest buffer for OpenCL, available host memory for NumPy), capped by ``max_memory``.
     """
-    if max_memory is not None:
-        if not isinstance(max_memory, (int, np.integer)) or isinstance(max_memory, bool):
-            raise TypeError(f"max_memory must be an int number of bytes, got {max_memory!r}")
-        if max_memory <= 0:
-            raise ValueError(f"max_memory must be positive, got {max_memory}")
+    max_memory = check_max_memory(max_memory)
     overlap = default_overlap(psf) if overlap is None else overlap
     overlap = _check_lengths(overlap, len(shape), "overlap", 0)
     limits = backend.memory_limits()

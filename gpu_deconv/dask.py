@@ -1,0 +1,261 @@
+"""Richardson-Lucy on dask arrays: volumes larger than memory, on one machine or a cluster.
+
+:func:`richardson_lucy` builds a lazy graph with :func:`dask.array.map_overlap`: each chunk is
+deconvolved together with ``overlap`` voxels of its neighbours on each side (the tiling of
+:mod:`gpu_deconv.tiling`, with dask's chunks as the tile cores), and the overlap is cropped
+away. Nothing is read or computed until the result is stored or computed, so a chunked input
+(zarr, or TIFF through ``tifffile``/``dask_image``) streams through: read a chunk and its halo,
+deconvolve, write (``result.to_zarr(...)``).
+
+Any dask scheduler runs it: the synchronous and threaded ones, or ``dask.distributed`` on a
+workstation or a cluster. With OpenCL, give each worker process its own device: start one
+single-threaded worker per GPU and call :func:`assign_devices` (or set ``GPU_DECONV_DEVICE``
+in each worker's environment, e.g. ``"#0"``, ``"#1"``: the first, second device).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _validation as v
+from ._rl import richardson_lucy as _richardson_lucy
+from .backends import get_backend
+from .backends._opencl_devices import DEVICE_ENV
+from .tiling import default_overlap
+
+# map_overlap's boundary per mode: windows stop at the volume border ("none") where the mode
+# itself is exact there; "wrap" reads the periodic continuation, "constant" reads zeros.
+_DASK_BOUNDARY = {"reflect": "none", "mirror": "none", "nearest": "none", "wrap": "periodic"}
+
+
+def richardson_lucy(
+    image: Any,
+    psf: np.ndarray,
+    iterations: int = 10,
+    *,
+    backend: str = "auto",
+    method: str = "auto",
+    boundary: str = "reflect",
+    init: str | float = "observed",
+    eps: float = 1e-12,
+    normalize_psf: bool = True,
+    dtype: Any = None,
+    device: str | None = None,
+    overlap: int | Sequence[int] | None = None,
+    chunks: Any = None,
+    max_memory: int | None = None,
+) -> Any:
+    """Deconvolve a dask array chunk by chunk, lazily (see the module docstring).
+
+    Parameters
+    ----------
+    image : dask.array.Array or array_like
+        Observed image, 1D to 3D; a NumPy array is wrapped with ``chunks``.
+    psf : array_like
+        Point spread function, as in :func:`gpu_deconv.richardson_lucy`.
+    iterations : int, optional
+        Number of iterations, by default 10.
+    backend, method, boundary, eps, normalize_psf, device
+        As in :func:`gpu_deconv.richardson_lucy`; each chunk runs there (backend names only,
+        so that workers build their own backend).
+    init : {"observed", "mean"} or float, optional
+        Starting estimate; ``"mean"`` reads the whole image once to compute its mean.
+    dtype : {None, "float32", "float64"}, optional
+        Compute and output dtype; by default float64 for float64 images on NumPy, else float32.
+    overlap : int or sequence of int, optional
+        Neighbouring voxels each chunk is deconvolved with on each side; by default
+        :func:`gpu_deconv.tiling.default_overlap` (10 RMS widths of the PSF).
+    chunks : optional
+        Rechunk to these chunks first (any form ``dask.array.rechunk`` takes); by default the
+        image's own chunks (``"auto"`` for a NumPy array).
+    max_memory : int, optional
+        Backend bytes one chunk's run may use; a chunk (with its overlap) that needs more, or
+        more than its worker's backend offers, is deconvolved in tiles
+        (``tile_shape="auto"`` of :func:`gpu_deconv.richardson_lucy`).
+
+    Returns
+    -------
+    dask.array.Array
+        The lazy estimate after ``iterations`` iterations, chunked like the (rechunked) input.
+
+    Raises
+    ------
+    TypeError, ValueError, BackendUnavailableError
+        As in :func:`gpu_deconv.richardson_lucy`, when the graph is built for arguments, and
+        when a chunk is computed for its values (NaN, inf).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from gpu_deconv.dask import richardson_lucy
+    >>> from gpu_deconv.psf import gaussian_psf
+    >>> image = da.from_array(np.ones((64, 64)), chunks=32)
+    >>> result = richardson_lucy(image, gaussian_psf((9, 9), 1.5), 5, backend="numpy")
+    >>> result.chunks, float(result.sum().compute())
+    (((32, 32), (32, 32)), 4096.0)
+    """
+    import dask.array as da
+
+    iterations = v.check_iterations(iterations)
+    eps = v.check_eps(eps)
+    boundary = v.check_boundary(boundary)
+    method = v.check_method(method)
+    if not isinstance(backend, str):
+        raise TypeError("backend must be a name here, so that each worker builds its own")
+    be = get_backend(backend, device=device)
+    if not isinstance(image, da.Array):
+        image = da.from_array(v.check_image(image, dtype, stacklevel=2, supported=be.dtypes))
+    if not 1 <= image.ndim <= v.MAX_NDIM or image.size == 0:
+        raise ValueError(f"image must be a non-empty 1D, 2D or 3D array, got shape {image.shape}")
+    compute_dtype = v.resolve_dtype(dtype, np.dtype(image.dtype), be.dtypes)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    overlap = default_overlap(psf) if overlap is None else overlap
+    depth = _depth(overlap, image.ndim)
+    max_memory = v.check_max_memory(max_memory)
+    if chunks is not None:
+        image = image.rechunk(chunks)
+    start = _initial_value(init, image)
+    options = dict(
+        psf=psf,
+        iterations=iterations,
+        backend=backend,
+        method=method,
+        eps=eps,
+        normalize_psf=False,  # normalised once above
+        dtype=compute_dtype.name,
+        device=device,
+        boundary=boundary,
+        start=start,
+        depth=tuple(min(d, n) for d, n in zip(depth, image.shape)),
+        max_memory=max_memory,
+    )
+    return da.map_overlap(
+        functools.partial(_deconvolve_block, **options),
+        image,
+        # dask cannot overlap by more than an axis holds; the whole axis is all there is.
+        depth={axis: min(d, n) for axis, (d, n) in enumerate(zip(depth, image.shape))},
+        boundary=_DASK_BOUNDARY.get(boundary, 0),
+        dtype=compute_dtype,
+        meta=np.empty((0,) * image.ndim, compute_dtype),
+    )
+
+
+def _depth(overlap: Any, ndim: int) -> tuple[int, ...]:
+    values = (overlap,) * ndim if np.isscalar(overlap) else tuple(overlap)
+    if len(values) != ndim or any(
+        isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in values
+    ):
+        raise ValueError(f"overlap must be {ndim} non-negative integers, got {overlap!r}")
+    return tuple(int(n) for n in values)
+
+
+def _initial_value(init: Any, image: Any) -> str | float:
+    if isinstance(init, str) and init == "mean":
+        mean = float(image.mean().compute())
+        if not mean > 0:
+            raise ValueError("init='mean' needs an image with a positive mean")
+        return mean
+    if isinstance(init, str) and init == "observed":
+        return init
+    if isinstance(init, (int, float, np.floating, np.integer)) and not isinstance(init, bool):
+        if not np.isfinite(init) or init <= 0:
+            raise ValueError(f"init must be a positive finite number, got {init}")
+        return float(init)
+    raise TypeError(f"init must be 'observed', 'mean' or a positive number here, got {init!r}")
+
+
+def _deconvolve_block(
+    block: np.ndarray,
+    *,
+    boundary: str,
+    start: str | float,
+    depth: tuple[int, ...],
+    block_info: dict | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Deconvolve one chunk with its overlap (map_overlap crops the overlap afterwards)."""
+    init: Any = start
+    window_boundary = boundary
+    if boundary in ("wrap", "constant"):
+        # The overlap holds the periodic continuation or zeros: real data for these modes, so
+        # the window's own edges only need a mode that is gentle on real neighbours.
+        window_boundary = "reflect"
+        if boundary == "constant" and not isinstance(start, str):
+            init = _zero_outside(block.shape, start, depth, block_info)
+    return _richardson_lucy(block, boundary=window_boundary, init=init, **options)
+
+
+def _zero_outside(shape, value: float, depth, block_info) -> np.ndarray:
+    """Return a constant start that is zero in the padding map_overlap added past the border."""
+    init = np.full(shape, value)
+    if block_info is None:  # dask's meta probe
+        return init
+    info = block_info[0]
+    for axis, (index, count) in enumerate(zip(info["chunk-location"], info["num-chunks"])):
+        pad = depth[axis]
+        if pad == 0:
+            continue
+        lead = [slice(None)] * len(shape)
+        if index == 0:
+            lead[axis] = slice(0, pad)
+            init[tuple(lead)] = 0
+        if index == count - 1:
+            lead[axis] = slice(shape[axis] - pad, None)
+            init[tuple(lead)] = 0
+    return init
+
+
+def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[str, str]:
+    """Give each worker of a ``dask.distributed`` client its own OpenCL device.
+
+    Workers on the same host get devices in turn through ``GPU_DECONV_DEVICE``: by default
+    ``"#0"``, ``"#1"``, ... over the host's devices of the default kind (its GPUs if it has
+    any), in :func:`gpu_deconv.list_devices` order.
+    Call it before the first computation: a worker keeps the device of its first OpenCL call.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Client of the cluster.
+    devices : sequence of str, optional
+        Device selectors to hand out per host (name substrings, optionally ``"name#k"``); by
+        default every OpenCL device of the host.
+
+    Returns
+    -------
+    dict of str to str
+        Worker address to the device selector it got.
+    """
+    workers = client.scheduler_info()["workers"]
+    by_host: dict[str, list[str]] = {}
+    for address, info in sorted(workers.items()):
+        by_host.setdefault(info["host"], []).append(address)
+    assigned = {}
+    for addresses in by_host.values():
+        if devices:
+            selectors = list(devices)
+        else:
+            count = next(iter(client.run(_device_count, workers=addresses[:1]).values()))
+            selectors = [f"#{k}" for k in range(max(count, 1))]
+        for i, address in enumerate(addresses):
+            selector = selectors[i % len(selectors)]
+            client.run(_set_device, selector, workers=[address])
+            assigned[address] = selector
+    return assigned
+
+
+def _device_count() -> int:
+    """Devices of the default's kind on this host (its GPUs, if it has any; simulators never)."""
+    from .backends._opencl_devices import list_devices
+
+    devices = [d for d in list_devices() if "oclgrind" not in d.platform.lower()]
+    return sum(d.type == devices[0].type for d in devices) if devices else 0
+
+
+def _set_device(selector: str) -> None:
+    os.environ[DEVICE_ENV] = selector
