@@ -38,6 +38,21 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+def _tile_shape(text: str) -> str | list[int] | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    return _int_list(text)
+
+
+def _size(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    try:
+        scale = units.get(text[-1:].upper(), 1)
+        return int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from exc
+
+
 def _init(text: str) -> str | float:
     try:
         return float(text)
@@ -51,11 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="deconvolve a TIFF image with a TIFF PSF")
-    run.add_argument("image", type=Path, help="input TIFF (2D or 3D)")
+    run = sub.add_parser(
+        "run",
+        help="deconvolve a TIFF or zarr image with a TIFF PSF",
+        description="A zarr input or output, or --scheduler, runs chunk by chunk on dask: "
+        "volumes larger than memory stream from the input to the output.",
+    )
+    run.add_argument("image", type=Path, help="input TIFF or zarr array (2D or 3D)")
     run.add_argument("--psf", type=Path, required=True, help="PSF TIFF with the image's ndim")
     run.add_argument("-n", "--iterations", type=int, default=10, help="iterations (default 10)")
-    run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF")
+    run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF or .zarr")
     run.add_argument("--backend", default="auto", choices=available_backends())
     run.add_argument("--method", default="auto", choices=METHODS)
     run.add_argument("--boundary", default="reflect", choices=BOUNDARIES)
@@ -85,7 +105,36 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also write OUTPUT_iterK.tif for these iteration counts, e.g. 10,20",
     )
-    run.add_argument("--device", default=None, help="OpenCL device name substring")
+    run.add_argument(
+        "--device", default=None, help="OpenCL device name substring (NAME#k: the k-th match)"
+    )
+    run.add_argument(
+        "--tile-shape",
+        type=_tile_shape,
+        default="auto",
+        metavar="auto|none|Z,Y,X",
+        help="tile (dask: chunk) size; 'auto' (default) tiles only what does not fit memory",
+    )
+    run.add_argument(
+        "--overlap",
+        type=_int_list,
+        default=None,
+        metavar="N[,N,N]",
+        help="voxels of neighbouring data around each tile (default: 10 PSF widths)",
+    )
+    run.add_argument(
+        "--max-memory",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="backend memory one tile may use, e.g. 2G (default: what the backend offers)",
+    )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="threads|sync|ADDRESS",
+        help="run on dask: a local scheduler, or the address of a dask.distributed scheduler",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -125,8 +174,10 @@ def _snapshot_path(output: Path, k: int) -> Path:
 
 def _run(args: argparse.Namespace) -> None:
     from ._rl import richardson_lucy
-    from .io import convert_for_output, read_tiff, write_tiff
+    from .io import convert_for_output, is_zarr, read_tiff, write_tiff
 
+    if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
+        return _run_lazy(args)
     outputs = [args.output] + [_snapshot_path(args.output, k) for k in args.snapshots or []]
     for path in outputs:  # refuse before spending minutes on the deconvolution
         if path.exists() and not args.overwrite:
@@ -149,6 +200,9 @@ def _run(args: argparse.Namespace) -> None:
         snapshots=wanted,
         progress=not args.quiet,
         device=args.device,
+        tile_shape=args.tile_shape,
+        overlap=_one_or_all(args.overlap),
+        max_memory=args.max_memory,
     )
     targets = [(_snapshot_path(args.output, k), k) for k in args.snapshots or []]
     for path, k in [*targets, (args.output, args.iterations)]:
@@ -160,6 +214,82 @@ def _run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         write_tiff(path, data, image.voxel_size, args.overwrite)
+
+
+def _one_or_all(values: list[int] | None) -> int | list[int] | None:
+    return values[0] if values is not None and len(values) == 1 else values
+
+
+def _run_lazy(args: argparse.Namespace) -> None:
+    """Chunk by chunk on dask, from a zarr or TIFF input to a zarr (or TIFF) output."""
+    from . import dask as gdd
+    from .io import is_zarr, open_lazy, read_tiff, write_tiff, write_zarr
+
+    if args.snapshots:
+        raise ValueError("--snapshots needs a TIFF to TIFF run without --scheduler")
+    zarr_out = is_zarr(args.output)
+    if zarr_out and args.output_dtype not in ("float32", "float64"):
+        raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+    if not args.output.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {args.output.parent}")
+    image = open_lazy(args.image)
+    chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
+    result = gdd.richardson_lucy(
+        image,
+        read_tiff(args.psf).data,
+        args.iterations,
+        backend=args.backend,
+        method=args.method,
+        boundary=args.boundary,
+        init=args.init,
+        eps=args.eps,
+        dtype=args.dtype,
+        device=args.device,
+        overlap=_one_or_all(args.overlap),
+        chunks=chunks,
+        max_memory=args.max_memory,
+    )
+    if not zarr_out:
+        from .io import convert_for_output
+
+        data, _ = convert_for_output(_compute(args, result), args.output_dtype)
+        write_tiff(args.output, data, overwrite=args.overwrite)
+        return
+    write_zarr(
+        args.output,
+        result.astype(args.output_dtype),
+        args.overwrite,
+        compute=lambda task: _compute(args, task),
+    )
+
+
+def _compute(args: argparse.Namespace, task):
+    """Compute a dask collection on the chosen scheduler, with progress on stderr."""
+    import contextlib
+
+    address = args.scheduler
+    if address is not None and address not in ("threads", "sync", "processes"):
+        try:
+            from distributed import Client, progress
+        except ImportError as exc:
+            raise ValueError("--scheduler ADDRESS needs dask.distributed installed") from exc
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as exc:
+            raise ValueError(f"cannot reach the dask scheduler at {address}: {exc}") from exc
+        with client:
+            future = client.compute(task)
+            if not args.quiet:
+                with contextlib.redirect_stdout(sys.stderr):
+                    progress(future)
+            return future.result()
+    from dask.diagnostics import ProgressBar
+
+    bar = contextlib.nullcontext() if args.quiet else ProgressBar(out=sys.stderr)
+    with bar:
+        return task.compute(scheduler=address or "threads")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -260,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
         FileExistsError,
         BackendUnavailableError,
+        MemoryError,
     ) as exc:
         print(f"gpu-deconv: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

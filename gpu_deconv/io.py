@@ -1,11 +1,13 @@
-"""TIFF input and output: voxel-size metadata kept, outputs written atomically."""
+"""TIFF and zarr input and output: voxel-size metadata kept, outputs written atomically."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -164,5 +166,106 @@ def write_tiff(
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zarr store (a ``.zarr`` directory, existing or to be)."""
+    path = Path(path)
+    return path.suffix == ".zarr" or (path / "zarr.json").is_file() or (path / ".zarray").is_file()
+
+
+def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
+    """Open a zarr array or a TIFF as a lazy dask array (nothing is read yet).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A zarr array directory, or a TIFF file (read through ``tifffile``'s zarr interface).
+    chunks : optional
+        Rechunk to these chunks; by default zarr chunks are kept and TIFF pages are grouped
+        into dask's ``"auto"`` chunks.
+
+    Returns
+    -------
+    dask.array.Array
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it is neither a zarr array nor a readable TIFF.
+    """
+    import dask.array as da
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    try:
+        if path.is_dir():
+            array = da.from_zarr(str(path))
+        else:
+            array = da.from_zarr(zarr.open(tifffile.imread(path, aszarr=True), mode="r"))
+            array = array.rechunk("auto") if chunks is None else array
+    except (tifffile.TiffFileError, ValueError, OSError, KeyError) as exc:
+        raise ValueError(f"{path} is neither a zarr array nor a readable TIFF ({exc})") from exc
+    if 1 in array.shape:  # TIFF stacks of one plane, singleton channels
+        array = array.squeeze()
+    return array if chunks is None else array.rechunk(chunks)
+
+
+def write_zarr(
+    path: str | os.PathLike, array: Any, overwrite: bool = False, compute: Any = None
+) -> Path:
+    """Store a dask array as a zarr array, atomically.
+
+    Chunks are written into a hidden sibling directory, which replaces ``path`` only once
+    every chunk is stored.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output zarr directory.
+    array : dask.array.Array
+        What to store (computed chunk by chunk while storing).
+    overwrite : bool, optional
+        Replace an existing store, by default False.
+    compute : callable, optional
+        ``compute(delayed)`` runs the store (to pick a scheduler or show progress); by
+        default ``delayed.compute()``.
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the output directory does not exist.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        store = array.to_zarr(str(partial), overwrite=True, compute=False)
+        (compute or (lambda task: task.compute()))(store)
+        if path.exists():
+            old = partial.with_suffix(".old")
+            path.rename(old)
+            partial.rename(path)
+            shutil.rmtree(old)
+        else:
+            partial.rename(path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise
     return path

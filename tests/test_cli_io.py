@@ -218,3 +218,62 @@ def test_bench_passes_case_to_the_checkout_driver():
     result = cli("bench", "--case", "no-such-case")
     assert result.returncode == 2
     assert "run_benchmarks.py: error: argument --case: invalid choice" in result.stderr
+
+
+@pytest.fixture()
+def volume_files(tmp_path):
+    rng = np.random.default_rng(3)
+    volume = (rng.random((20, 48, 40)) * 100 + 10).astype(np.float32)
+    image = tmp_path / "volume.tif"
+    write_tiff(image, volume)
+    psf = tmp_path / "psf3d.tif"
+    write_tiff(psf, gaussian_psf((5, 7, 7), (1.0, 1.2, 1.2)).astype(np.float32))
+    return volume, image, psf
+
+
+def test_run_tiled_tiff_and_zarr_paths_match_api(volume_files, tmp_path):
+    import dask.array as da
+
+    volume, image, psf = volume_files
+    kernel = read_tiff(psf).data
+    tiled = gd.richardson_lucy(volume, kernel, 8, backend="numpy", tile_shape=(10, 24, 40))
+    out = tmp_path / "tiled.tif"
+    args = ("run", image, "--psf", psf, "-n", 8, "--backend", "numpy", "-q")
+    done = cli(*args, "-o", out, "--tile-shape", "10,24,40")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(read_tiff(out).data, tiled, rtol=1e-5)
+
+    # TIFF in (read lazily), zarr out, on dask with a progress bar.
+    zarr_out = tmp_path / "out.zarr"
+    done = cli(*args[:-1], "-o", zarr_out, "--tile-shape", "10,24,20", "--scheduler", "sync")
+    assert done.returncode == 0, done.stderr
+    assert "100%" in done.stderr
+    lazy = da.from_zarr(str(zarr_out))
+    assert lazy.chunks == ((10, 10), (24, 24), (20, 20))
+    whole = gd.richardson_lucy(volume, kernel, 8, backend="numpy")
+    assert np.abs(lazy.compute() - whole).max() <= 1e-3 * whole.max()
+
+    # zarr in, zarr out; an existing output is refused, then replaced with --overwrite.
+    again = tmp_path / "again.zarr"
+    assert cli(*args, "-o", again).returncode == 0
+    np.testing.assert_allclose(da.from_zarr(str(again)).compute(), whole, rtol=1e-4, atol=1e-3)
+    refused = cli(*args, "-o", again)
+    assert refused.returncode == 2 and "exists" in refused.stderr
+    from_zarr = cli("run", zarr_out, "--psf", psf, "-n", 1, "-o", again, "--overwrite", "-q")
+    assert from_zarr.returncode == 0, from_zarr.stderr
+    assert not list(tmp_path.glob(".again.zarr*"))  # no partial store left behind
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--scheduler", "tcp://127.0.0.1:9"), "cannot reach the dask scheduler"),
+        (("--snapshots", "2", "--scheduler", "sync"), "--snapshots needs a TIFF to TIFF run"),
+        (("--max-memory", "1K"), "fits the memory available"),
+    ],
+)
+def test_lazy_run_errors_exit_2(volume_files, tmp_path, extra, message):
+    _, image, psf = volume_files
+    done = cli("run", image, "--psf", psf, "-n", 2, "-o", tmp_path / "x.zarr", "-q", *extra)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
