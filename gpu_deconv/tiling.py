@@ -32,6 +32,7 @@ import numpy as np
 from ._validation import check_max_memory
 from .backends import Backend
 from .backends._base import MemoryNeed
+from .backends._planning import fast_length
 from .psf import rms_width
 
 # Overlap per axis = OVERLAP_WIDTHS times the PSF's RMS width (measured: see default_overlap).
@@ -161,7 +162,7 @@ def plan_tiles(
     >>> [t.core for t in plan.tiles]
     [(slice(0, 50, None), slice(0, 80, None)), (slice(50, 100, None), slice(0, 80, None))]
     >>> plan.window_shape
-    (62, 80)
+    (64, 80)
     """
     shape = _check_lengths(shape, len(tuple(shape)), "shape", 1)
     tile_shape = _check_lengths(tile_shape, len(shape), "tile_shape", 1)
@@ -174,7 +175,9 @@ def plan_tiles(
         if count == 1:
             h = h if extended else 0  # one core per axis: no neighbours to borrow from
         lo, hi = (-h, n + h) if extended else (0, n)
-        width = min(core + 2 * h, hi - lo)
+        # Round windows up to FFT-friendly lengths: the extra overlap is real data, and a
+        # prime-sized window (158 = 2 x 79) can cost more than the voxels it saves.
+        width = min(fast_length(core + 2 * h), hi - lo)
         starts = range(0, n, core)
         axes.append(
             [
