@@ -12,7 +12,7 @@ def test_readme_python_blocks_run(capsys):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {})
+        exec(compile(block, str(README), "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out.strip()
 
 
