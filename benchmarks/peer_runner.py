@@ -88,8 +88,16 @@ def implementation(name, image, psf):
         import gpu_deconv as gd
 
         _, backend, method, boundary = name.split("-")
+        # tile_shape=None: always the whole-volume path (tiles are benchmarked separately).
         return lambda n: gd.richardson_lucy(
-            image, psf, n, backend=backend, method=method, boundary=boundary, dtype="float32"
+            image,
+            psf,
+            n,
+            backend=backend,
+            method=method,
+            boundary=boundary,
+            dtype="float32",
+            tile_shape=None,
         )
     if name == "skimage":
         from skimage.restoration import richardson_lucy

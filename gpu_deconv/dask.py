@@ -120,7 +120,7 @@ def richardson_lucy(
     if chunks is not None:
         image = image.rechunk(chunks)
     start = _initial_value(init, image)
-    options = dict(
+    options: dict[str, Any] = dict(
         psf=psf,
         iterations=iterations,
         backend=backend,
@@ -146,7 +146,7 @@ def richardson_lucy(
 
 
 def _depth(overlap: Any, ndim: int) -> tuple[int, ...]:
-    values = (overlap,) * ndim if np.isscalar(overlap) else tuple(overlap)
+    values: tuple[Any, ...] = (overlap,) * ndim if np.isscalar(overlap) else tuple(overlap)
     if len(values) != ndim or any(
         isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in values
     ):

@@ -8,7 +8,6 @@ allocates its buffers once, before the first iteration.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,7 +82,7 @@ class Backend(Protocol):
     name: str
     cost_model: Any
     dtypes: tuple[str, ...]
-    lock: AbstractContextManager[Any]
+    lock: Any  # a context manager (threading.RLock, contextlib.nullcontext)
 
     def to_backend(self, array: np.ndarray) -> Any:
         """Return a host array on the backend (one host-to-device transfer).
