@@ -114,6 +114,7 @@ def richardson_lucy(
     callback : callable, optional
         Called as ``callback(k)`` after iteration ``k`` (1-based). Use ``snapshots`` to get
         estimates; a callback gets none, so device backends need no transfer per iteration.
+        Tiled runs (``tile_shape``) take no callback: pass ``tile_shape=None`` with one.
     progress : bool, optional
         Show a tqdm progress bar on stderr, by default False.
     dtype : {None, "float32", "float64"}, optional
@@ -133,9 +134,9 @@ def richardson_lucy(
         results within a relative RMS of 3e-4 of whole-image ones up to 100 iterations.
     max_memory : int, optional
         Bytes of backend memory (device memory on OpenCL, host memory on NumPy) one piece, the
-        whole image or one tile, may use. Two image-sized host arrays come on top: the
-        validated copy of ``image`` and the result. For volumes larger than host memory, use
-        :func:`gpu_deconv.dask.richardson_lucy`.
+        whole image or one tile, may use. Image-sized host arrays come on top: the
+        validated copy of ``image`` and the result (one per snapshot). For volumes larger
+        than host memory, use :func:`gpu_deconv.dask.richardson_lucy`.
 
     Returns
     -------
@@ -194,12 +195,21 @@ def richardson_lucy(
     image = v.check_image(image, dtype, stacklevel=2, supported=be.dtypes)
     psf = v.check_psf(psf, image.ndim, normalize_psf)
     start = v.initial_estimate(init, image)
+    keep = sorted({*wanted, iterations})
     plan = tiling.plan_for_backend(
-        be, psf, image.shape, boundary, method, image.dtype, tile_shape, overlap, max_memory
+        be,
+        psf,
+        image.shape,
+        boundary,
+        method,
+        image.dtype,
+        tile_shape,
+        overlap,
+        max_memory,
+        outputs=len(keep),
     )
     if plan is not None and callback is not None:
         raise ValueError("callback cannot follow tiled runs; pass tile_shape=None or progress=True")
-    keep = sorted({*wanted, iterations})
     shape = image.shape if plan is None else plan.window_shape
     mode = boundary if plan is None else plan.window_boundary
     with be.lock:

@@ -49,7 +49,7 @@ def _size(text: str) -> int:
     try:
         scale = units.get(text[-1:].upper(), 1)
         return int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from exc
 
 
@@ -207,13 +207,17 @@ def _run(args: argparse.Namespace) -> None:
     targets = [(_snapshot_path(args.output, k), k) for k in args.snapshots or []]
     for path, k in [*targets, (args.output, args.iterations)]:
         data, clipped = convert_for_output(estimates[k], args.output_dtype)
-        if clipped:
-            print(
-                f"gpu-deconv: warning: {clipped} voxels of {path.name} were outside the "
-                f"{args.output_dtype} range and were clipped",
-                file=sys.stderr,
-            )
+        _report_clipping(path, clipped, args.output_dtype)
         write_tiff(path, data, image.voxel_size, args.overwrite)
+
+
+def _report_clipping(path: Path, clipped: int, dtype: str) -> None:
+    if clipped:
+        print(
+            f"gpu-deconv: warning: {clipped} voxels of {path.name} were outside the "
+            f"{dtype} range and were clipped",
+            file=sys.stderr,
+        )
 
 
 def _one_or_all(values: list[int] | None) -> int | list[int] | None:
@@ -223,7 +227,7 @@ def _one_or_all(values: list[int] | None) -> int | list[int] | None:
 def _run_lazy(args: argparse.Namespace) -> None:
     """Chunk by chunk on dask, from a zarr or TIFF input to a zarr (or TIFF) output."""
     from . import dask as gdd
-    from .io import is_zarr, open_lazy, read_tiff, write_tiff, write_zarr
+    from .io import is_zarr, open_lazy, read_tiff, read_tiff_voxel_size, write_tiff, write_zarr
 
     if args.snapshots:
         raise ValueError("--snapshots needs a TIFF to TIFF run without --scheduler")
@@ -254,8 +258,10 @@ def _run_lazy(args: argparse.Namespace) -> None:
     if not zarr_out:
         from .io import convert_for_output
 
-        data, _ = convert_for_output(_compute(args, result), args.output_dtype)
-        write_tiff(args.output, data, overwrite=args.overwrite)
+        data, clipped = convert_for_output(_compute(args, result), args.output_dtype)
+        _report_clipping(args.output, clipped, args.output_dtype)
+        voxel = read_tiff_voxel_size(args.image) if not is_zarr(args.image) else None
+        write_tiff(args.output, data, voxel, overwrite=args.overwrite)
         return
     write_zarr(
         args.output,
@@ -280,6 +286,10 @@ def _compute(args: argparse.Namespace, task):
         except OSError as exc:
             raise ValueError(f"cannot reach the dask scheduler at {address}: {exc}") from exc
         with client:
+            try:  # a scheduler without workers would wait forever
+                client.wait_for_workers(1, timeout=60)
+            except TimeoutError as exc:
+                raise ValueError(f"the dask scheduler at {address} has no workers") from exc
             future = client.compute(task)
             if not args.quiet:
                 with contextlib.redirect_stdout(sys.stderr):

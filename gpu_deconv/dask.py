@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _validation as v
 from ._rl import richardson_lucy as _richardson_lucy
-from .backends import get_backend
+from .backends import available_backends
 from .backends._opencl_devices import DEVICE_ENV
 from .tiling import default_overlap
 
@@ -107,12 +107,16 @@ def richardson_lucy(
     method = v.check_method(method)
     if not isinstance(backend, str):
         raise TypeError("backend must be a name here, so that each worker builds its own")
-    be = get_backend(backend, device=device)
+    if backend not in available_backends():
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(available_backends())}")
+    # The workers build the backend, maybe on machines the client is not (no GPU here is
+    # fine): only "numpy" promises float64, any other may compute in float32 only.
+    supported = ("float32", "float64") if backend == "numpy" else ("float32",)
     if not isinstance(image, da.Array):
-        image = da.from_array(v.check_image(image, dtype, stacklevel=2, supported=be.dtypes))
+        image = da.from_array(v.check_image(image, dtype, stacklevel=2, supported=supported))
     if not 1 <= image.ndim <= v.MAX_NDIM or image.size == 0:
         raise ValueError(f"image must be a non-empty 1D, 2D or 3D array, got shape {image.shape}")
-    compute_dtype = v.resolve_dtype(dtype, np.dtype(image.dtype), be.dtypes)
+    compute_dtype = v.resolve_dtype(dtype, np.dtype(image.dtype), supported)
     psf = v.check_psf(psf, image.ndim, normalize_psf)
     overlap = default_overlap(psf) if overlap is None else overlap
     depth = _depth(overlap, image.ndim)
@@ -155,8 +159,11 @@ def _depth(overlap: Any, ndim: int) -> tuple[int, ...]:
 
 
 def _initial_value(init: Any, image: Any) -> str | float:
+    import dask.array as da
+
     if isinstance(init, str) and init == "mean":
-        mean = float(image.mean().compute())
+        # The mean of the image as validated (negatives clipped), as in memory.
+        mean = float(da.maximum(image, 0).mean().compute())
         if not mean > 0:
             raise ValueError("init='mean' needs an image with a positive mean")
         return mean
@@ -215,8 +222,9 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
 
     Workers on the same host get devices in turn through ``GPU_DECONV_DEVICE``: by default
     ``"#0"``, ``"#1"``, ... over the host's devices of the default kind (its GPUs if it has
-    any), in :func:`gpu_deconv.list_devices` order.
-    Call it before the first computation: a worker keeps the device of its first OpenCL call.
+    any), in :func:`gpu_deconv.list_devices` order. Each worker checks its selector against
+    its own devices. Worker processes only: threads of one process share one environment.
+    A worker restarted by its nanny starts without the setting; call this again.
 
     Parameters
     ----------
@@ -224,12 +232,17 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
         Client of the cluster.
     devices : sequence of str, optional
         Device selectors to hand out per host (name substrings, optionally ``"name#k"``); by
-        default every OpenCL device of the host.
+        default every device of the default kind on the host.
 
     Returns
     -------
     dict of str to str
-        Worker address to the device selector it got.
+        Worker address to the name of the device it got.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If a worker has no device matching its selector.
     """
     workers = client.scheduler_info()["workers"]
     by_host: dict[str, list[str]] = {}
@@ -244,8 +257,7 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
             selectors = [f"#{k}" for k in range(max(count, 1))]
         for i, address in enumerate(addresses):
             selector = selectors[i % len(selectors)]
-            client.run(_set_device, selector, workers=[address])
-            assigned[address] = selector
+            assigned.update(client.run(_set_device, selector, workers=[address]))
     return assigned
 
 
@@ -257,5 +269,10 @@ def _device_count() -> int:
     return sum(d.type == devices[0].type for d in devices) if devices else 0
 
 
-def _set_device(selector: str) -> None:
+def _set_device(selector: str) -> str:
+    """Select a device for this worker process; return its name (raises if none matches)."""
+    from .backends._opencl_devices import pick_device
+
+    name = pick_device(selector).name.strip()
     os.environ[DEVICE_ENV] = selector
+    return name

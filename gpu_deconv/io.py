@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -182,10 +183,11 @@ def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
     Parameters
     ----------
     path : str or PathLike
-        A zarr array directory, or a TIFF file (read through ``tifffile``'s zarr interface).
+        A zarr array directory, or a TIFF file (each chunk of planes is read by its own task,
+        which opens the file by path: the array pickles to any dask worker).
     chunks : optional
-        Rechunk to these chunks; by default zarr chunks are kept and TIFF pages are grouped
-        into dask's ``"auto"`` chunks.
+        Rechunk to these chunks; by default zarr chunks are kept and TIFF planes are grouped
+        into chunks of about 64 MiB.
 
     Returns
     -------
@@ -199,22 +201,58 @@ def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
         If it is neither a zarr array nor a readable TIFF.
     """
     import dask.array as da
-    import zarr
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
     try:
-        if path.is_dir():
-            array = da.from_zarr(str(path))
-        else:
-            array = da.from_zarr(zarr.open(tifffile.imread(path, aszarr=True), mode="r"))
-            array = array.rechunk("auto") if chunks is None else array
+        array = da.from_zarr(str(path)) if path.is_dir() else _lazy_tiff(path)
     except (tifffile.TiffFileError, ValueError, OSError, KeyError) as exc:
         raise ValueError(f"{path} is neither a zarr array nor a readable TIFF ({exc})") from exc
     if 1 in array.shape:  # TIFF stacks of one plane, singleton channels
         array = array.squeeze()
     return array if chunks is None else array.rechunk(chunks)
+
+
+TIFF_CHUNK_BYTES = 64 * 2**20
+
+
+def _lazy_tiff(path: Path) -> Any:
+    import dask
+    import dask.array as da
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        shape, dtype, pages = tuple(series.shape), series.dtype, len(series.pages)
+    if len(shape) < 3 or shape[0] != pages:  # one plane, or a layout not one page per plane
+        read = dask.delayed(tifffile.imread)(str(path))
+        return da.from_delayed(read, shape=shape, dtype=dtype)
+    plane = math.prod(shape[1:]) * dtype.itemsize
+    step = max(1, TIFF_CHUNK_BYTES // plane)
+    parts = [
+        da.from_delayed(
+            dask.delayed(_read_planes)(str(path), start, min(start + step, pages)),
+            shape=(min(start + step, pages) - start, *shape[1:]),
+            dtype=dtype,
+        )
+        for start in range(0, pages, step)
+    ]
+    return da.concatenate(parts)
+
+
+def _read_planes(path: str, start: int, stop: int) -> np.ndarray:
+    planes = tifffile.imread(path, key=range(start, stop))
+    return planes.reshape(stop - start, *planes.shape[-2:]) if planes.ndim >= 2 else planes
+
+
+def read_tiff_voxel_size(path: str | os.PathLike) -> tuple[float, ...] | None:
+    """Return the voxel size a TIFF records (as :func:`read_tiff` does), reading no pixels."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            ndim = sum(n > 1 for n in tif.series[0].shape)
+            return _voxel_size(tif, tif.pages[0], ndim)
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
 
 
 def write_zarr(

@@ -17,6 +17,7 @@ from test_tiling import assert_seamless
 
 import gpu_deconv as gd
 import gpu_deconv.dask as gdd
+from gpu_deconv.io import open_lazy, read_tiff, write_tiff
 from gpu_deconv.psf import gaussian_psf
 
 PSF_3D = gaussian_psf((7, 9, 9), (1.2, 1.5, 1.5))
@@ -41,6 +42,17 @@ def test_dask_matches_in_memory(volume, boundary, scheduler):
     assert_seamless(result, whole)
 
 
+def test_dask_mean_start_is_the_clipped_mean(volume):
+    shifted = volume - 0.06  # a background of 0.05: some negatives, clipped with a warning
+    with pytest.warns(UserWarning, match="negative"):
+        whole = gd.richardson_lucy(shifted, PSF_3D, 5, backend="numpy", init="mean")
+    chunked = da.from_array(shifted, chunks=(12, 25, 45))
+    lazy = gdd.richardson_lucy(chunked, PSF_3D, 5, backend="numpy", init="mean")
+    with pytest.warns(UserWarning, match="negative"):  # each chunk clips its negatives
+        lazy = lazy.compute(scheduler="sync")
+    assert_seamless(lazy, whole)
+
+
 @pytest.mark.parametrize("init", ["mean", 0.2])
 def test_dask_constant_starts_keep_zero_padding(volume, init):
     kwargs = dict(backend="numpy", boundary="constant", init=init)
@@ -62,26 +74,46 @@ def test_dask_on_opencl_threads(volume):
     assert_seamless(result, whole)
 
 
-def test_dask_distributed_local_cluster(volume):
+@pytest.mark.opencl
+def test_distributed_opencl_workers_lazy_tiff_and_cli(volume, tmp_path):
+    """Two worker processes, each with its OpenCL device, reading a TIFF chunk by chunk."""
     distributed = pytest.importorskip("distributed")
-    whole = gd.richardson_lucy(volume, PSF_3D, 10, backend="numpy", boundary="wrap")
+    require_backend("opencl")
+    image = volume.astype(np.float32)
+    tiff = tmp_path / "volume.tif"
+    write_tiff(tiff, image, voxel_size=(0.5, 0.1, 0.1))
+    write_tiff(tmp_path / "psf.tif", PSF_3D.astype(np.float32))
+    whole = gd.richardson_lucy(image, PSF_3D, 10, backend="opencl", method="fft")
     with (
         distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        assigned = gdd.assign_devices(client, devices=["pthread", "cpu"])
-        assert sorted(assigned.values()) == ["cpu", "pthread"]
-        env = client.run(lambda: __import__("os").environ.get("GPU_DECONV_DEVICE"))
-        assert sorted(env.values()) == ["cpu", "pthread"]
+        assigned = gdd.assign_devices(client)
+        assert len(assigned) == 2
+        assert set(assigned.values()) <= {d.name for d in gd.list_devices()}
+        with pytest.raises(gd.BackendUnavailableError, match="no OpenCL device matches"):
+            gdd.assign_devices(client, devices=["no-such-device"])
+        gdd.assign_devices(client)
         lazy = gdd.richardson_lucy(
-            volume, PSF_3D, 10, backend="numpy", boundary="wrap", chunks=(12, 25, 23)
+            open_lazy(tiff, chunks=(12, 50, 45)), PSF_3D, 10, backend="opencl", method="fft"
         )
-        result = client.compute(lazy).result()
-        ran_on = client.run(lambda: __import__("gpu_deconv").__name__)
-    assert len(ran_on) == 2
-    assert_seamless(result, whole)
+        assert_seamless(client.compute(lazy).result(), whole)
+        # The CLI on the same cluster: TIFF in, TIFF out, voxel size kept.
+        out = tmp_path / "out.tif"
+        done = subprocess.run(
+            [sys.executable, "-m", "gpu_deconv.cli", "run", str(tiff), "--psf",
+             str(tmp_path / "psf.tif"), "-n", "10", "-o", str(out), "--backend", "opencl",
+             "--method", "fft", "--scheduler", cluster.scheduler_address, "-q"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    written = read_tiff(out)
+    assert written.voxel_size == pytest.approx((0.5, 0.1, 0.1))
+    assert_seamless(written.data, whole)
 
 
 def test_zarr_in_zarr_out(tmp_path, volume):

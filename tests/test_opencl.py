@@ -257,3 +257,17 @@ def test_cost_model_prefers_padded_fft_over_dct_on_cpu_devices(cl_backend):
     psf = make_psf((17, 17, 17), "gaussian")
     op = cl_backend.blur_operator(psf, (64, 256, 256), "reflect", "fft", np.float32)
     assert op.transform == "rfft"
+
+
+def test_device_selector_picks_the_kth_match(cl_backend):
+    from gpu_deconv.backends._opencl_devices import pick_device
+
+    devices = gd.list_devices()
+    assert devices[0].is_default
+    assert pick_device("#0").name.strip() == devices[0].name
+    first = devices[0].name
+    assert pick_device(f"{first[:5]}#0").name.strip() == first
+    with pytest.raises(gd.BackendUnavailableError, match=r"only \d+ match"):
+        pick_device(f"{first[:5]}#{len(devices)}")
+    with pytest.raises(gd.BackendUnavailableError, match="'#' must be followed by an index"):
+        pick_device("#x")

@@ -92,16 +92,17 @@ def test_tiled_matches_whole_opencl(boundary):
     assert_seamless(tiled, whole)
 
 
-@pytest.mark.parametrize("boundary", ["constant", "wrap", "nearest"])
+@pytest.mark.parametrize("tile", [(25, 30), (25, 70)], ids=["blocks", "rows"])
+@pytest.mark.parametrize("boundary", ["constant", "wrap", "nearest", "reflect"])
 @pytest.mark.parametrize("init", ["mean", 0.3, "array"])
-def test_tiled_starting_estimates(boundary, init):
+def test_tiled_starting_estimates(boundary, init, tile):
     image = blob_image((60, 70), seed=5)
     psf = gaussian_psf((9, 9), 1.5)
     if init == "array":
         init = np.random.default_rng(0).uniform(0.1, 1.0, image.shape)
     kwargs = dict(backend="numpy", boundary=boundary, init=init)
     whole = gd.richardson_lucy(image, psf, 15, tile_shape=None, **kwargs)
-    tiled = gd.richardson_lucy(image, psf, 15, tile_shape=(25, 30), **kwargs)
+    tiled = gd.richardson_lucy(image, psf, 15, tile_shape=tile, **kwargs)
     assert_seamless(tiled, whole)
 
 
@@ -239,3 +240,13 @@ def test_tiling_argument_errors():
 def test_default_overlap_is_ten_psf_widths():
     psf = gaussian_psf((31, 21, 1), (3.0, 1.5, 1.0))
     assert default_overlap(psf) == (30, 15, 0)
+
+
+def test_off_centre_psf_gets_its_offset_as_extra_overlap():
+    psf = np.zeros((25, 25))
+    psf[13:24, 7:18] = gaussian_psf((11, 11), 1.0)  # centroid 6 rows below the origin (12)
+    assert default_overlap(psf) == (16, 10)
+    image = blob_image((120, 120), seed=13)
+    whole = gd.richardson_lucy(image, psf, 20, backend="numpy", tile_shape=None)
+    tiled = gd.richardson_lucy(image, psf, 20, backend="numpy", tile_shape=(40, 40))
+    assert_seamless(tiled, whole)

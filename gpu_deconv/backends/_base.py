@@ -77,12 +77,16 @@ class Backend(Protocol):
         Compute dtypes it supports, e.g. ``("float32", "float64")``.
     lock : context manager
         Held around one call's use of the backend: device backends serialise threads with it.
+    uses_host_memory : bool
+        Whether its working memory is host memory (so a tiled run's host-side results
+        compete with it).
     """
 
     name: str
     cost_model: Any
     dtypes: tuple[str, ...]
     lock: Any  # a context manager (threading.RLock, contextlib.nullcontext)
+    uses_host_memory: bool
 
     def to_backend(self, array: np.ndarray) -> Any:
         """Return a host array on the backend (one host-to-device transfer).

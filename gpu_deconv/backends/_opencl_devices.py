@@ -125,7 +125,10 @@ def pick_device(device: str | None = None) -> Any:
         raise BackendUnavailableError(f"device {wanted!r}: '#' must be followed by an index")
     if int(index) >= len(matches):
         names = ", ".join(repr(d.name.strip()) for _, d in devices)
-        raise BackendUnavailableError(f"no OpenCL device matches {wanted!r}; available: {names}")
+        found = f"only {len(matches)} match {name!r}" if matches else "none matches"
+        raise BackendUnavailableError(
+            f"no OpenCL device matches {wanted!r} ({found}); available: {names}"
+        )
     return matches[int(index)][1]
 
 

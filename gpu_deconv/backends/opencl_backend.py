@@ -107,6 +107,7 @@ class OpenCLBackend:
 
     name = "opencl"
     dtypes: tuple[str, ...] = ("float32",)
+    uses_host_memory = False
 
     def __init__(self, device: str | None = None):
         cl = import_pyopencl()
