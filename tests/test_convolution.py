@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from conftest import BLUR_RTOL, BOUNDARIES, make_psf, rel_rms
+from conftest import BLUR_RTOL, BOUNDARIES, blob_image, make_psf, rel_rms
 
 import gpu_deconv as gd
 from gpu_deconv.backends._planning import boundary_index
@@ -97,3 +97,17 @@ def test_separable_rejects_non_separable_psf(backend):
         gd.convolve(
             np.ones((9, 9)), make_psf((3, 3), "random"), backend=backend, method="separable"
         )
+
+
+def test_numpy_fft_public_scipy_fallback_matches(monkeypatch):
+    """Without pocketfft's out= binding the public scipy.fft path gives the same result."""
+    from gpu_deconv.backends import numpy_backend
+
+    image = blob_image((20, 30, 25), seed=2)
+    psf = make_psf((5, 7, 6), "random")
+    run = lambda: gd.richardson_lucy(  # noqa: E731
+        image, psf, 5, backend="numpy", method="fft", boundary="nearest", tile_shape=None
+    )
+    fast = run()
+    monkeypatch.setattr(numpy_backend, "_pocketfft", None)
+    np.testing.assert_allclose(run(), fast, rtol=1e-12, atol=0)
