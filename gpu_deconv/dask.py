@@ -8,9 +8,11 @@ away. Nothing is read or computed until the result is stored or computed, so a c
 deconvolve, write (``result.to_zarr(...)``).
 
 Any dask scheduler runs it: the synchronous and threaded ones, or ``dask.distributed`` on a
-workstation or a cluster. With OpenCL, give each worker process its own device: start one
-single-threaded worker per GPU and call :func:`assign_devices` (or set ``GPU_DECONV_DEVICE``
-in each worker's environment, e.g. ``"#0"``, ``"#1"``: the first, second device).
+workstation or a cluster. On a cluster, zarr inputs and outputs must sit on a filesystem
+every worker sees under the same path (a worker without it reads or writes nothing there).
+With OpenCL, give each worker process its own device: start one single-threaded worker per
+GPU and call :func:`assign_devices` (or set ``GPU_DECONV_DEVICE`` in each worker's
+environment, e.g. ``"#0"``, ``"#1"``: the first, second device).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def richardson_lucy(
     Returns
     -------
     dask.array.Array
-        The lazy estimate after ``iterations`` iterations, chunked like the (rechunked) input.
+        The lazy estimate after ``iterations`` iterations, chunked like the (rechunked)
+        input, except that dask merges chunks thinner than the overlap with a neighbour.
 
     Raises
     ------

@@ -241,10 +241,10 @@ def choose_tile_shape(
     boundary: str,
     fits: Callable[[tuple[int, ...]], bool],
 ) -> tuple[int, ...] | None:
-    """Return the largest core shape whose windows ``fits``, or ``None`` if the volume does.
+    """Return a core shape whose windows ``fits``, or ``None`` if the whole volume does.
 
-    The longest core axis is halved until the window fits (a near-cubic tile wastes the least
-    work on overlaps).
+    Starting from the whole volume, the longest core axis is halved until the window fits
+    (near-cubic tiles waste the least work on overlaps).
 
     Raises
     ------
@@ -339,6 +339,8 @@ def plan_for_backend(
     they come out of the same budget.
     """
     max_memory = check_max_memory(max_memory)
+    if tile_shape is None and max_memory is None:
+        return None
     overlap = default_overlap(psf) if overlap is None else overlap
     overlap = _check_lengths(overlap, len(shape), "overlap", 0)
     limits = backend.memory_limits()
