@@ -174,16 +174,13 @@ def _snapshot_path(output: Path, k: int) -> Path:
 
 def _run(args: argparse.Namespace) -> None:
     from ._rl import richardson_lucy
-    from .io import convert_for_output, is_zarr, read_tiff, write_tiff
+    from .io import check_output_path, convert_for_output, is_zarr, read_tiff, write_tiff
 
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
     outputs = [args.output] + [_snapshot_path(args.output, k) for k in args.snapshots or []]
     for path in outputs:  # refuse before spending minutes on the deconvolution
-        if path.exists() and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+        check_output_path(path, args.overwrite)
     image = read_tiff(args.image)
     psf = read_tiff(args.psf)
     wanted = sorted(set(args.snapshots or []) | {args.iterations})
@@ -191,18 +188,10 @@ def _run(args: argparse.Namespace) -> None:
         image.data,
         psf.data,
         args.iterations,
-        backend=args.backend,
-        method=args.method,
-        boundary=args.boundary,
-        init=args.init,
-        eps=args.eps,
-        dtype=args.dtype,
         snapshots=wanted,
         progress=not args.quiet,
-        device=args.device,
         tile_shape=args.tile_shape,
-        overlap=_one_or_all(args.overlap),
-        max_memory=args.max_memory,
+        **_options(args),
     )
     targets = [(_snapshot_path(args.output, k), k) for k in args.snapshots or []]
     for path, k in [*targets, (args.output, args.iterations)]:
@@ -220,30 +209,12 @@ def _report_clipping(path: Path, clipped: int, dtype: str) -> None:
         )
 
 
-def _one_or_all(values: list[int] | None) -> int | list[int] | None:
-    return values[0] if values is not None and len(values) == 1 else values
-
-
-def _run_lazy(args: argparse.Namespace) -> None:
-    """Chunk by chunk on dask, from a zarr or TIFF input to a zarr (or TIFF) output."""
-    from . import dask as gdd
-    from .io import is_zarr, open_lazy, read_tiff, read_tiff_voxel_size, write_tiff, write_zarr
-
-    if args.snapshots:
-        raise ValueError("--snapshots needs a TIFF to TIFF run without --scheduler")
-    zarr_out = is_zarr(args.output)
-    if zarr_out and args.output_dtype not in ("float32", "float64"):
-        raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
-    if args.output.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    if not args.output.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {args.output.parent}")
-    image = open_lazy(args.image)
-    chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
-    result = gdd.richardson_lucy(
-        image,
-        read_tiff(args.psf).data,
-        args.iterations,
+def _options(args: argparse.Namespace) -> dict:
+    """Return the ``run`` options both the in-memory and the dask path take."""
+    overlap = (
+        args.overlap[0] if args.overlap is not None and len(args.overlap) == 1 else args.overlap
+    )
+    return dict(
         backend=args.backend,
         method=args.method,
         boundary=args.boundary,
@@ -251,9 +222,34 @@ def _run_lazy(args: argparse.Namespace) -> None:
         eps=args.eps,
         dtype=args.dtype,
         device=args.device,
-        overlap=_one_or_all(args.overlap),
-        chunks=chunks,
+        overlap=overlap,
         max_memory=args.max_memory,
+    )
+
+
+def _run_lazy(args: argparse.Namespace) -> None:
+    """Chunk by chunk on dask, from a zarr or TIFF input to a zarr (or TIFF) output."""
+    from . import dask as gdd
+    from .io import (
+        check_output_path,
+        is_zarr,
+        open_lazy,
+        read_tiff,
+        read_tiff_voxel_size,
+        write_tiff,
+        write_zarr,
+    )
+
+    if args.snapshots:
+        raise ValueError("--snapshots needs a TIFF to TIFF run without --scheduler")
+    zarr_out = is_zarr(args.output)
+    if zarr_out and args.output_dtype not in ("float32", "float64"):
+        raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
+    check_output_path(args.output, args.overwrite)
+    image = open_lazy(args.image)
+    chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
+    result = gdd.richardson_lucy(
+        image, read_tiff(args.psf).data, args.iterations, chunks=chunks, **_options(args)
     )
     if not zarr_out:
         from .io import convert_for_output

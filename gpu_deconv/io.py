@@ -114,6 +114,26 @@ def _voxel_size(tif, page, ndim: int) -> tuple[float, ...] | None:
     return (float(z) if z else 1.0, y, x)
 
 
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Return ``path`` as a Path if an output may be written there, else raise.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If its directory does not exist.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    return path
+
+
 def write_tiff(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -148,13 +168,7 @@ def write_tiff(
     FileNotFoundError
         If the output directory does not exist.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    path = check_output_path(path, overwrite)
     kwargs: dict = {"imagej": data.dtype != np.float64, "photometric": "minisblack"}
     if voxel_size is not None:
         kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
@@ -287,11 +301,7 @@ def write_zarr(
     FileNotFoundError
         If the output directory does not exist.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    path = check_output_path(path, overwrite)
     partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         store = array.to_zarr(str(partial), overwrite=True, compute=False)

@@ -104,7 +104,7 @@ def test_run_progress_bar_on_stderr(files, tmp_path):
         (["{notiff}", "--psf", "{psf}", "-o", "{tmp}/a.tif"], "not a readable TIFF"),
         (["{image}", "--psf", "{psf3d}", "-o", "{tmp}/a.tif"], "same number of dimensions"),
         (["{nan}", "--psf", "{psf}", "-o", "{tmp}/a.tif"], "contains NaN"),
-        (["{image}", "--psf", "{psf}", "-o", "{image}"], "exists; pass --overwrite"),
+        (["{image}", "--psf", "{psf}", "-o", "{image}"], "exists; pass overwrite=True"),
         (
             ["{image}", "--psf", "{psf}", "-o", "{tmp}/nodir/a.tif"],
             "output directory does not exist",
