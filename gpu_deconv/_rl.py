@@ -15,6 +15,19 @@ from .backends import Backend, get_backend
 logger = logging.getLogger("gpu_deconv")
 
 
+def _validate(image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel):
+    """Validate the shared arguments; return (image, psf, backend, boundary, method).
+
+    ``stacklevel`` counts the frames between the user's call and this function.
+    """
+    boundary = v.check_boundary(boundary)
+    method = v.check_method(method)
+    be = get_backend(backend, device=device)
+    image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    return image, psf, be, boundary, method
+
+
 @overload
 def richardson_lucy(
     image: np.ndarray,
@@ -189,11 +202,9 @@ def richardson_lucy(
     wanted = v.check_snapshots(snapshots, iterations)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
-    boundary = v.check_boundary(boundary)
-    method = v.check_method(method)
-    be = get_backend(backend, device=device)
-    image = v.check_image(image, dtype, stacklevel=2, supported=be.dtypes)
-    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    image, psf, be, boundary, method = _validate(
+        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=2
+    )
     start = v.initial_estimate(init, image)
     keep = sorted({*wanted, iterations})
     plan = tiling.plan_for_backend(
@@ -276,11 +287,9 @@ def _progress_bar(total: int, backend: str, method: str, pieces: int):
 
 
 def _blur(direction, image, psf, backend, method, boundary, dtype, normalize_psf, device):
-    boundary = v.check_boundary(boundary)
-    method = v.check_method(method)
-    be = get_backend(backend, device=device)
-    image = v.check_image(image, dtype, stacklevel=3, supported=be.dtypes)
-    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    image, psf, be, boundary, method = _validate(
+        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=3
+    )
     with be.lock:
         operator = be.blur_operator(psf, image.shape, boundary, method, image.dtype)
         source = be.to_backend(image)

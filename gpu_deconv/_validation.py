@@ -174,6 +174,14 @@ def check_snapshots(snapshots: Any, iterations: int) -> tuple[int, ...]:
     return tuple(sorted({int(v) for v in values}))
 
 
+def check_init_number(init: numbers.Real) -> float:
+    """Return a constant starting estimate as a float if it is positive and finite."""
+    value = float(init)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"init must be a positive finite number, got {init}")
+    return value
+
+
 def initial_estimate(init: Any, image: np.ndarray) -> np.ndarray | float:
     """Return the starting estimate: an array of the image's shape and dtype, or a scalar.
 
@@ -189,10 +197,7 @@ def initial_estimate(init: Any, image: np.ndarray) -> np.ndarray | float:
             raise ValueError("init='mean' needs an image with a positive mean")
         return mean
     if isinstance(init, numbers.Real) and not isinstance(init, bool):
-        value = float(init)
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"init must be a positive finite number, got {init}")
-        return value
+        return check_init_number(init)
     if isinstance(init, np.ndarray) or isinstance(init, (list, tuple)):
         arr = _as_real_array(init, "init")
         if arr.shape != image.shape:

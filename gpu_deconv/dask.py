@@ -18,6 +18,7 @@ environment, e.g. ``"#0"``, ``"#1"``: the first, second device).
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,7 @@ from . import _validation as v
 from ._rl import richardson_lucy as _richardson_lucy
 from .backends import available_backends
 from .backends._opencl_devices import DEVICE_ENV
-from .tiling import default_overlap
+from .tiling import resolve_overlap, window_boundary
 
 # map_overlap's boundary per mode: windows stop at the volume border ("none") where the mode
 # itself is exact there; "wrap" reads the periodic continuation, "constant" reads zeros.
@@ -121,8 +122,8 @@ def richardson_lucy(
         raise ValueError(f"image must be a non-empty 1D, 2D or 3D array, got shape {image.shape}")
     compute_dtype = v.resolve_dtype(dtype, np.dtype(image.dtype), supported)
     psf = v.check_psf(psf, image.ndim, normalize_psf)
-    overlap = default_overlap(psf) if overlap is None else overlap
-    depth = _depth(overlap, image.ndim)
+    # dask cannot overlap by more than an axis holds; the whole axis is all there is.
+    depth = tuple(min(d, n) for d, n in zip(resolve_overlap(overlap, psf), image.shape))
     max_memory = v.check_max_memory(max_memory)
     if chunks is not None:
         image = image.rechunk(chunks)
@@ -138,27 +139,17 @@ def richardson_lucy(
         device=device,
         boundary=boundary,
         start=start,
-        depth=tuple(min(d, n) for d, n in zip(depth, image.shape)),
+        depth=depth,
         max_memory=max_memory,
     )
     return da.map_overlap(
         functools.partial(_deconvolve_block, **options),
         image,
-        # dask cannot overlap by more than an axis holds; the whole axis is all there is.
-        depth={axis: min(d, n) for axis, (d, n) in enumerate(zip(depth, image.shape))},
+        depth=dict(enumerate(depth)),
         boundary=_DASK_BOUNDARY.get(boundary, 0),
         dtype=compute_dtype,
         meta=np.empty((0,) * image.ndim, compute_dtype),
     )
-
-
-def _depth(overlap: Any, ndim: int) -> tuple[int, ...]:
-    values: tuple[Any, ...] = (overlap,) * ndim if np.isscalar(overlap) else tuple(overlap)
-    if len(values) != ndim or any(
-        isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0 for n in values
-    ):
-        raise ValueError(f"overlap must be {ndim} non-negative integers, got {overlap!r}")
-    return tuple(int(n) for n in values)
 
 
 def _initial_value(init: Any, image: Any) -> str | float:
@@ -172,10 +163,8 @@ def _initial_value(init: Any, image: Any) -> str | float:
         return mean
     if isinstance(init, str) and init == "observed":
         return init
-    if isinstance(init, (int, float, np.floating, np.integer)) and not isinstance(init, bool):
-        if not np.isfinite(init) or init <= 0:
-            raise ValueError(f"init must be a positive finite number, got {init}")
-        return float(init)
+    if isinstance(init, numbers.Real) and not isinstance(init, bool):
+        return v.check_init_number(init)
     raise TypeError(f"init must be 'observed', 'mean' or a positive number here, got {init!r}")
 
 
@@ -190,14 +179,9 @@ def _deconvolve_block(
 ) -> np.ndarray:
     """Deconvolve one chunk with its overlap (map_overlap crops the overlap afterwards)."""
     init: Any = start
-    window_boundary = boundary
-    if boundary in ("wrap", "constant"):
-        # The overlap holds the periodic continuation or zeros: real data for these modes, so
-        # the window's own edges only need a mode that is gentle on real neighbours.
-        window_boundary = "reflect"
-        if boundary == "constant" and not isinstance(start, str):
-            init = _zero_outside(block.shape, start, depth, block_info)
-    return _richardson_lucy(block, boundary=window_boundary, init=init, **options)
+    if boundary == "constant" and not isinstance(start, str):
+        init = _zero_outside(block.shape, start, depth, block_info)
+    return _richardson_lucy(block, boundary=window_boundary(boundary), init=init, **options)
 
 
 def _zero_outside(shape, value: float, depth, block_info) -> np.ndarray:

@@ -102,11 +102,34 @@ def rms_width(psf: np.ndarray) -> tuple[float, ...]:
     >>> [round(w, 3) for w in rms_width(gaussian_psf((31, 31), (2.0, 3.0)))]
     [2.0, 3.0]
     """
+    return tuple(width for _, width in axis_moments(psf))
+
+
+def axis_moments(psf: np.ndarray) -> list[tuple[float, float]]:
+    """Return, per axis, the PSF centroid's offset from its origin (``n // 2``) and its width.
+
+    Parameters
+    ----------
+    psf : array_like
+        Non-negative PSF, 1D to 3D.
+
+    Returns
+    -------
+    list of (float, float)
+        ``(centroid - n // 2, rms_width)`` per axis, in voxels.
+
+    Examples
+    --------
+    >>> psf = np.zeros((1, 9)); psf[0, 6] = 1.0  # a point 2 voxels right of the origin
+    >>> axis_moments(psf)
+    [(0.0, 0.0), (2.0, 0.0)]
+    """
     h = v.check_psf(psf, np.ndim(psf), normalize=True)
-    widths = []
+    moments = []
     for axis in range(h.ndim):
         profile = h.sum(axis=tuple(a for a in range(h.ndim) if a != axis))
         x = np.arange(profile.size)
         mean = float(profile @ x)
-        widths.append(float(np.sqrt(max(profile @ (x - mean) ** 2, 0.0))))
-    return tuple(widths)
+        width = float(np.sqrt(max(profile @ (x - mean) ** 2, 0.0)))
+        moments.append((mean - profile.size // 2, width))
+    return moments

@@ -33,7 +33,7 @@ from ._validation import check_max_memory
 from .backends import Backend
 from .backends._base import MemoryNeed
 from .backends._planning import fast_length
-from .psf import rms_width
+from .psf import axis_moments
 
 # Overlap per axis = OVERLAP_WIDTHS times the PSF's RMS width (measured: see default_overlap).
 OVERLAP_WIDTHS = 10
@@ -94,8 +94,8 @@ class TilePlan:
 
     @property
     def window_boundary(self) -> str:
-        """Mode to deconvolve windows with: it reaches real data only where it is exact."""
-        return "reflect" if self.boundary in _EXTENDED else self.boundary
+        """Mode to deconvolve windows with (see :func:`window_boundary`)."""
+        return window_boundary(self.boundary)
 
 
 def default_overlap(psf: np.ndarray) -> tuple[int, ...]:
@@ -115,13 +115,27 @@ def default_overlap(psf: np.ndarray) -> tuple[int, ...]:
     >>> default_overlap(gaussian_psf((21, 9), (2.0, 1.0)))
     (20, 10)
     """
-    h = np.asarray(psf, dtype=np.float64)
-    overlap = []
-    for axis, width in enumerate(rms_width(h)):
-        profile = h.sum(axis=tuple(a for a in range(h.ndim) if a != axis))
-        offset = abs(float(profile @ np.arange(profile.size)) / profile.sum() - profile.size // 2)
-        overlap.append(math.ceil(OVERLAP_WIDTHS * width + offset - 1e-6))
-    return tuple(overlap)
+    return tuple(
+        math.ceil(OVERLAP_WIDTHS * width + abs(offset) - 1e-6)
+        for offset, width in axis_moments(psf)
+    )
+
+
+def resolve_overlap(overlap: Any, psf: np.ndarray) -> tuple[int, ...]:
+    """Return ``overlap`` (int, lengths, or ``None`` for :func:`default_overlap`) per axis."""
+    if overlap is None:
+        return default_overlap(psf)
+    return _check_lengths(overlap, psf.ndim, "overlap", 0)
+
+
+def window_boundary(boundary: str) -> str:
+    """Return the mode to deconvolve windows with, given the volume's ``boundary``.
+
+    ``"wrap"`` and ``"constant"`` windows hold the periodic continuation or zeros past the
+    border, which is real data for those modes, so their own edges only need a mode that is
+    gentle on real neighbours; the other modes are exact at the border they reach.
+    """
+    return "reflect" if boundary in _EXTENDED else boundary
 
 
 def _check_lengths(values: Any, ndim: int, name: str, minimum: int) -> tuple[int, ...]:
@@ -240,8 +254,8 @@ def choose_tile_shape(
     overlap: Sequence[int],
     boundary: str,
     fits: Callable[[tuple[int, ...]], bool],
-) -> tuple[int, ...] | None:
-    """Return a core shape whose windows ``fits``, or ``None`` if the whole volume does.
+) -> tuple[int, ...]:
+    """Return a core shape whose windows ``fits``.
 
     Starting from the whole volume, the longest core axis is halved until the window fits
     (near-cubic tiles waste the least work on overlaps).
@@ -253,8 +267,6 @@ def choose_tile_shape(
     """
     core = list(shape)
     plan = plan_tiles(shape, core, overlap, boundary)
-    if len(plan.tiles) == 1 and fits(tuple(shape)):
-        return None
     while not fits(plan.window_shape):
         axis = max(range(len(core)), key=lambda a: core[a])
         if core[axis] == 1:
@@ -341,8 +353,7 @@ def plan_for_backend(
     max_memory = check_max_memory(max_memory)
     if tile_shape is None and max_memory is None:
         return None
-    overlap = default_overlap(psf) if overlap is None else overlap
-    overlap = _check_lengths(overlap, len(shape), "overlap", 0)
+    overlap = resolve_overlap(overlap, psf)
     limits = backend.memory_limits()
     cap = limits.total if max_memory is None else min(limits.total, int(max_memory))
     if backend.uses_host_memory and max_memory is None:
@@ -351,22 +362,23 @@ def plan_for_backend(
     def need(window: tuple[int, ...], mode: str) -> MemoryNeed:
         return backend.memory_need(psf, window, mode, method, dtype)
 
-    window_boundary = "reflect" if boundary in _EXTENDED else boundary
+    mode_inside = window_boundary(boundary)
     if isinstance(tile_shape, str):
         if tile_shape != "auto":
             raise ValueError(f"tile_shape must be None, 'auto' or lengths, got {tile_shape!r}")
 
-        def fits(window: tuple[int, ...]) -> bool:
-            mode = boundary if window == shape else window_boundary
-            return need(window, mode).fits(MemoryNeed(cap, limits.largest))
-
-        core = choose_tile_shape(shape, overlap, boundary, fits)
-        return None if core is None else plan_tiles(shape, core, overlap, boundary)
+        allowed = MemoryNeed(cap, limits.largest)
+        if need(shape, boundary).fits(allowed):
+            return None
+        core = choose_tile_shape(
+            shape, overlap, boundary, lambda window: need(window, mode_inside).fits(allowed)
+        )
+        return plan_tiles(shape, core, overlap, boundary)
     plan = None if tile_shape is None else plan_tiles(shape, tile_shape, overlap, boundary)
     if plan is not None and len(plan.tiles) == 1:
         plan = None
     if max_memory is not None:
-        window, mode = (shape, boundary) if plan is None else (plan.window_shape, window_boundary)
+        window, mode = (shape, boundary) if plan is None else (plan.window_shape, mode_inside)
         total = need(window, mode).total
         if total > max_memory:
             raise MemoryError(

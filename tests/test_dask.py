@@ -185,7 +185,7 @@ def test_zarr_streams_through_bounded_memory(tmp_path):
 def test_dask_argument_errors(volume):
     with pytest.raises(ValueError, match="unknown boundary"):
         gdd.richardson_lucy(volume, PSF_3D, 2, boundary="periodic")
-    with pytest.raises(ValueError, match="overlap must be 3 non-negative integers"):
+    with pytest.raises(ValueError, match="overlap must hold 3 integers"):
         gdd.richardson_lucy(volume, PSF_3D, 2, overlap=(1, 2))
     with pytest.raises(TypeError, match="init must be 'observed', 'mean' or a positive number"):
         gdd.richardson_lucy(volume, PSF_3D, 2, init=np.ones_like(volume))
