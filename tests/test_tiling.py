@@ -250,3 +250,15 @@ def test_off_centre_psf_gets_its_offset_as_extra_overlap():
     whole = gd.richardson_lucy(image, psf, 20, backend="numpy", tile_shape=None)
     tiled = gd.richardson_lucy(image, psf, 20, backend="numpy", tile_shape=(40, 40))
     assert_seamless(tiled, whole)
+
+
+def test_host_memory_is_bytes_between_zero_and_physical_memory():
+    import os
+
+    from gpu_deconv.backends._host_memory import available_host_memory
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = available_host_memory()
+    assert available is not None and 0 < available <= physical
+    limits = get_backend("numpy").memory_limits()
+    assert limits.total == limits.largest <= 0.8 * physical
