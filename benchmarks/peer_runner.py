@@ -162,10 +162,12 @@ def transform_floor(name, image, psf):
     nothing else: two forward and two inverse DCT-II of the image, or of real FFTs of the
     padded domain, whichever the backend's cost model picks."""
     import gpu_deconv as gd
+    from gpu_deconv.backends._base import BlurSpec
     from gpu_deconv.backends._planning import fft_geometry
 
     backend = gd.get_backend(name.split("-")[1])
-    op = backend.blur_operator(psf / psf.sum(), image.shape, "reflect", "fft", np.dtype(np.float32))
+    spec = BlurSpec(psf / psf.sum(), image.shape, "reflect", "fft", np.float32)
+    op = backend.blur_operator(spec)
     padded = fft_geometry(image.shape, psf.shape, "reflect").padded_shape
     if backend.name == "numpy":
         import scipy.fft
@@ -216,14 +218,15 @@ def planned_device_bytes(name, image, psf):
     if not name.startswith("gpu_deconv-opencl-"):
         return None
     import gpu_deconv as gd
+    from gpu_deconv._model import memory_need
+    from gpu_deconv.algorithms import RichardsonLucy
+    from gpu_deconv.backends._base import BlurSpec
 
     _, backend, method, boundary = name.split("-")
     # The PSF as richardson_lucy hands it to the backend: float64, normalised.
     psf64 = psf.astype(np.float64) / psf.sum(dtype=np.float64)
-    need = gd.get_backend(backend).memory_need(
-        psf64, image.shape, boundary, method, np.dtype(np.float32)
-    )
-    return need.total
+    spec = BlurSpec(psf64, image.shape, boundary, method, np.float32)
+    return memory_need(gd.get_backend(backend), spec, RichardsonLucy, weighted=False).total
 
 
 def timed_runs(run, iterations, repeats, budget):

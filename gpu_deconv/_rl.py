@@ -1,4 +1,8 @@
-"""The Richardson-Lucy loop, written once against the Backend interface."""
+"""The driver every algorithm runs through: validation, planning, tiling, snapshots, progress.
+
+Algorithms (:mod:`gpu_deconv.algorithms`) only set themselves up on a model and step; the
+public :func:`richardson_lucy` is plain Richardson-Lucy through :func:`deconvolve`.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,23 @@ import numpy as np
 
 from . import _validation as v
 from . import tiling
+from ._model import build_model, is_weighted, memory_need
+from .algorithms import Algorithm, RichardsonLucy
 from .backends import Backend, get_backend
+from .backends._base import BlurSpec
 
 logger = logging.getLogger("gpu_deconv")
 
 
-def _validate(image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel):
+def _validate(
+    image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel, estimate=False
+):
     """Validate the shared arguments; return (image, psf, backend, boundary, method).
 
-    ``stacklevel`` counts the frames between the user's call and this function.
+    ``stacklevel`` counts the frames between the user's call and this function; ``estimate``
+    allows ``boundary="estimate"`` (deconvolution only).
     """
-    boundary = v.check_boundary(boundary)
+    boundary = v.check_boundary(boundary, estimate)
     method = v.check_method(method)
     be = get_backend(backend, device=device)
     image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes)
@@ -37,7 +47,7 @@ def richardson_lucy(
     backend: str | Backend = ...,
     method: str = ...,
     boundary: str = ...,
-    init: str | float | np.ndarray = ...,
+    init: str | float | np.ndarray | None = ...,
     eps: float = ...,
     normalize_psf: bool = ...,
     snapshots: None = ...,
@@ -48,6 +58,8 @@ def richardson_lucy(
     tile_shape: str | Sequence[int] | None = ...,
     overlap: int | Sequence[int] | None = ...,
     max_memory: int | None = ...,
+    mask: np.ndarray | None = ...,
+    margin: str | int | Sequence[int] = ...,
 ) -> np.ndarray: ...
 
 
@@ -60,7 +72,7 @@ def richardson_lucy(
     backend: str | Backend = ...,
     method: str = ...,
     boundary: str = ...,
-    init: str | float | np.ndarray = ...,
+    init: str | float | np.ndarray | None = ...,
     eps: float = ...,
     normalize_psf: bool = ...,
     snapshots: Iterable[int],
@@ -71,6 +83,8 @@ def richardson_lucy(
     tile_shape: str | Sequence[int] | None = ...,
     overlap: int | Sequence[int] | None = ...,
     max_memory: int | None = ...,
+    mask: np.ndarray | None = ...,
+    margin: str | int | Sequence[int] = ...,
 ) -> dict[int, np.ndarray]: ...
 
 
@@ -82,7 +96,7 @@ def richardson_lucy(
     backend: str | Backend = "auto",
     method: str = "auto",
     boundary: str = "reflect",
-    init: str | float | np.ndarray = "observed",
+    init: str | float | np.ndarray | None = None,
     eps: float = 1e-12,
     normalize_psf: bool = True,
     snapshots: Iterable[int] | None = None,
@@ -93,6 +107,8 @@ def richardson_lucy(
     tile_shape: str | Sequence[int] | None = "auto",
     overlap: int | Sequence[int] | None = None,
     max_memory: int | None = None,
+    mask: np.ndarray | None = None,
+    margin: str | int | Sequence[int] = "full",
 ) -> np.ndarray | dict[int, np.ndarray]:
     r"""Deconvolve an image with the Richardson-Lucy algorithm.
 
@@ -111,12 +127,17 @@ def richardson_lucy(
     method : {"auto", "fft", "separable", "spatial"}, optional
         Convolution method, by default ``"auto"`` (cheapest by the backend's cost model; see
         :func:`choose_method`). All methods give the same result to rounding.
-    boundary : {"reflect", "nearest", "mirror", "wrap", "constant"}, optional
-        How the blur extends the image beyond its edges, with ``scipy.ndimage`` names; by
-        default ``"reflect"``.
-    init : {"observed", "mean"}, float or array_like, optional
-        Starting estimate: the observed image (default), a constant equal to its mean, a
-        positive constant, or an array of the image's shape.
+    boundary : {"reflect", "nearest", "mirror", "wrap", "constant", "estimate"}, optional
+        How the blur treats the scene beyond the image's edges; by default ``"reflect"``.
+        The ``scipy.ndimage`` modes invent it from the image. ``"estimate"`` (Bertero &
+        Boccacci) estimates it: the estimate covers the image grown by ``margin``, the blur
+        is linear, and only observed voxels enter the data term; the result is cut exactly
+        to the image's shape. It runs with ``method="fft"`` (``"auto"`` picks it).
+    init : {None, "observed", "mean"}, float or array_like, optional
+        Starting estimate: the observed image, a constant equal to its mean (over the voxels
+        ``mask`` keeps), a positive constant, or an array of the image's shape (grown into
+        the margin by reflection with ``"estimate"``). By default (``None``) the observed
+        image, or ``"mean"`` with ``boundary="estimate"``.
     eps : float, optional
         Where the blurred estimate is ``<= eps`` the ratio is set to 0, by default 1e-12.
     normalize_psf : bool, optional
@@ -150,6 +171,17 @@ def richardson_lucy(
         whole image or one tile, may use. Image-sized host arrays come on top: the
         validated copy of ``image`` and the result (one per snapshot). For volumes larger
         than host memory, use :func:`gpu_deconv.dask.richardson_lucy`.
+    mask : array_like of bool, optional
+        True where a voxel is observed and trustworthy; False for saturated or dead pixels
+        and missing planes, which then do not enter the data term (their values are
+        estimated from their neighbours). The update is normalised by ``w = H^T mask``;
+        voxels with ``w <= 1e-3`` (a large hole) are not estimated and come back as 0. With
+        ``boundary="estimate"`` the mask replaces the image's indicator; with the other
+        modes it works the same way on the image's grid.
+    margin : {"full", "half"}, int or sequence of int, optional
+        ``boundary="estimate"`` only: voxels of scene estimated beyond each edge. ``"full"``
+        (default): all that the PSF carries onto the image, ``k - 1`` per axis in all;
+        ``"half"``: half of that; a number: that many on each side (per axis if a sequence).
 
     Returns
     -------
@@ -179,9 +211,12 @@ def richardson_lucy(
 
     .. math:: f_{k+1} = f_k \cdot H^T\left(\frac{g}{H f_k}\right),
 
-    where the ratio is set to 0 wherever :math:`H f_k \le \varepsilon`. The image and the
-    working buffers are moved to the backend once, before the first iteration; only the result
-    and the requested snapshots come back.
+    where the ratio is set to 0 wherever :math:`H f_k \le \varepsilon`. With
+    ``boundary="estimate"`` or a ``mask`` :math:`m` it is
+    :math:`f_{k+1} = f_k / w \cdot H^T(m g / H f_k)` with :math:`w = H^T m`, which keeps
+    :math:`\sum_m H f_k = \sum_m g`. The image and the working buffers are moved to the
+    backend once, before the first iteration; only the result and the requested snapshots
+    come back.
 
     Examples
     --------
@@ -197,23 +232,83 @@ def richardson_lucy(
     >>> sorted(steps)
     [5, 20]
     """
+    return deconvolve(
+        RichardsonLucy,
+        image,
+        psf,
+        iterations,
+        backend=backend,
+        method=method,
+        boundary=boundary,
+        init=init,
+        eps=eps,
+        normalize_psf=normalize_psf,
+        snapshots=snapshots,
+        callback=callback,
+        progress=progress,
+        dtype=dtype,
+        device=device,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        max_memory=max_memory,
+        mask=mask,
+        margin=margin,
+        stacklevel=3,
+    )
+
+
+def deconvolve(
+    algorithm: type[Algorithm],
+    image: np.ndarray,
+    psf: np.ndarray,
+    iterations: int,
+    *,
+    backend: str | Backend,
+    method: str,
+    boundary: str,
+    init: str | float | np.ndarray | None,
+    eps: float,
+    normalize_psf: bool,
+    snapshots: Iterable[int] | None,
+    callback: Callable[[int], Any] | None,
+    progress: bool,
+    dtype: Any,
+    device: str | None,
+    tile_shape: str | Sequence[int] | None,
+    overlap: int | Sequence[int] | None,
+    max_memory: int | None,
+    mask: np.ndarray | None,
+    margin: str | int | Sequence[int],
+    stacklevel: int = 2,
+) -> np.ndarray | dict[int, np.ndarray]:
+    """Run ``algorithm`` with everything :func:`richardson_lucy` does around the loop.
+
+    The arguments are :func:`richardson_lucy`'s; ``stacklevel`` counts the frames from the
+    user's call (for warnings).
+    """
     iterations = v.check_iterations(iterations)
     eps = v.check_eps(eps)
     wanted = v.check_snapshots(snapshots, iterations)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
     image, psf, be, boundary, method = _validate(
-        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=2
+        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel, True
     )
-    start = v.initial_estimate(init, image)
+    mask = v.check_mask(mask, image.shape)
+    if boundary in v.ESTIMATED_BOUNDARIES:
+        margins = v.check_margin(margin, psf.shape)
+    elif not (isinstance(margin, str) and margin == "full"):
+        raise ValueError(f"margin applies to boundary='estimate' only, not {boundary!r}")
+    else:
+        margins = ()
+    start = v.initial_estimate(v.default_init(boundary) if init is None else init, image, mask)
+    spec = BlurSpec(psf, image.shape, boundary, method, image.dtype, margins)
+    weighted = is_weighted(spec, mask)
     keep = sorted({*wanted, iterations})
     plan = tiling.plan_for_backend(
         be,
-        psf,
-        image.shape,
-        boundary,
-        method,
-        image.dtype,
+        spec,
+        lambda piece: memory_need(be, piece, algorithm, weighted),
         tile_shape,
         overlap,
         max_memory,
@@ -221,10 +316,10 @@ def richardson_lucy(
     )
     if plan is not None and callback is not None:
         raise ValueError("callback cannot follow tiled runs; pass tile_shape=None or progress=True")
-    shape = image.shape if plan is None else plan.window_shape
-    mode = boundary if plan is None else plan.window_boundary
+    piece = spec if plan is None else spec.with_shape(plan.window_shape, plan.window_boundary)
+    be.check_memory(memory_need(be, piece, algorithm, weighted))
     with be.lock:
-        operator = be.blur_operator(psf, shape, mode, method, image.dtype)
+        operator = be.blur_operator(piece)
         logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, method)
         pieces = 1 if plan is None else len(plan.tiles)
         bar = (
@@ -233,19 +328,18 @@ def richardson_lucy(
             else None
         )
 
-        def run(region: np.ndarray, region_start: np.ndarray | float) -> dict[int, np.ndarray]:
-            return _iterate(
-                be, operator, region, region_start, iterations, eps, keep, callback, bar
-            )
+        def run(region, region_start, region_mask) -> dict[int, np.ndarray]:
+            model = build_model(be, operator, piece, region, region_start, region_mask, eps)
+            return _iterate(algorithm(model), model, iterations, keep, callback, bar)
 
         try:
             if plan is None:
-                kept = run(image, start)
+                kept = run(image, start, mask)
             else:
                 logger.info(
                     "%d tiles of up to %s voxels, overlap %s", pieces, plan.core_shape, plan.overlap
                 )
-                kept = tiling.deconvolve_tiles(plan, image, start, keep, run)
+                kept = tiling.deconvolve_tiles(plan, image, start, keep, run, mask)
         finally:
             if bar is not None:
                 bar.close()
@@ -254,24 +348,15 @@ def richardson_lucy(
     return kept[iterations]
 
 
-def _iterate(be, operator, image, start, iterations, eps, keep, callback, bar):
-    """Run the iterations on one image (or tile); return ``{count: estimate}`` for ``keep``."""
-    observed = be.to_backend(image)
-    if isinstance(start, np.ndarray):
-        estimate = be.copy(observed) if start is image else be.to_backend(start)
-    else:
-        estimate = be.full(image.shape, start, image.dtype)
-    blurred = be.empty_like(observed)
-    # An operator that may write over its input needs no separate correction buffer.
-    correction = blurred if operator.inplace else be.empty_like(observed)
-    kept = {0: be.to_numpy(estimate)} if 0 in keep else {}
+def _iterate(algorithm, model, iterations, keep, callback, bar) -> dict[int, np.ndarray]:
+    """Step ``algorithm`` ``iterations`` times; return ``{count: estimate}`` for ``keep``."""
+    be, plan = model.backend, model.operator.plan
+    region = None if plan.same_domain else plan.observed
+    kept = {0: be.to_numpy(algorithm.estimate, region)} if 0 in keep else {}
     for k in range(1, iterations + 1):
-        operator.convolve(estimate, out=blurred)
-        be.ratio(observed, blurred, eps, out=blurred)
-        operator.correlate(blurred, out=correction)
-        be.multiply(estimate, correction, out=estimate)
+        algorithm.step()
         if k in keep:
-            kept[k] = be.to_numpy(estimate)
+            kept[k] = be.to_numpy(algorithm.estimate, region)
         if bar is not None:
             bar.update(1)
         if callback is not None:
@@ -291,10 +376,11 @@ def _blur(direction, image, psf, backend, method, boundary, dtype, normalize_psf
         image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=3
     )
     with be.lock:
-        operator = be.blur_operator(psf, image.shape, boundary, method, image.dtype)
+        operator = be.blur_operator(BlurSpec(psf, image.shape, boundary, method, image.dtype))
         source = be.to_backend(image)
-        out = be.empty_like(source)
-        getattr(operator, direction)(source, out=out)
+        out = be.empty(image.shape, image.dtype)
+        apply = operator.convolve if direction == "convolve" else operator.correlate
+        apply(source, out=out)
         return be.to_numpy(out)
 
 
@@ -414,13 +500,11 @@ def choose_method(
     TypeError, ValueError, BackendUnavailableError
         As in :func:`richardson_lucy`.
     """
-    from .backends._planning import choose_method as _choose
-
     shape = tuple(int(s) for s in shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"shape must hold positive lengths, got {shape}")
     psf = v.check_psf(psf, len(shape), normalize=True)
-    boundary = v.check_boundary(boundary)
+    boundary = v.check_boundary(boundary, estimate=True)
     be = get_backend(backend, device=device)
     dtype = v.resolve_dtype(dtype, np.dtype(np.float32), be.dtypes)
-    return _choose("auto", shape, psf, boundary, dtype, be.cost_model)[0]
+    return be.plan_blur(BlurSpec(psf, shape, boundary, "auto", dtype)).method

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 
 BOUNDARIES = ("reflect", "nearest", "mirror", "wrap", "constant")
+# Modes where the estimate lives on a larger domain than the image (deconvolution only).
+ESTIMATED_BOUNDARIES = ("estimate",)
+MARGINS = ("full", "half")
 METHODS = ("auto", "fft", "separable", "spatial")
 INIT_MODES = ("observed", "mean")
 DTYPES = ("float32", "float64")
@@ -29,9 +32,12 @@ def _choice(value: Any, name: str, allowed: Iterable[str]) -> str:
     return value
 
 
-def check_boundary(boundary: Any) -> str:
-    """Return ``boundary`` if it is one of :data:`BOUNDARIES`, else raise ``ValueError``."""
-    return _choice(boundary, "boundary", BOUNDARIES)
+def check_boundary(boundary: Any, estimate: bool = False) -> str:
+    """Return ``boundary`` if it is one of :data:`BOUNDARIES`, else raise ``ValueError``.
+
+    With ``estimate=True`` (deconvolution) :data:`ESTIMATED_BOUNDARIES` are allowed too.
+    """
+    return _choice(boundary, "boundary", BOUNDARIES + (ESTIMATED_BOUNDARIES if estimate else ()))
 
 
 def check_method(method: Any) -> str:
@@ -182,17 +188,29 @@ def check_init_number(init: numbers.Real) -> float:
     return value
 
 
-def initial_estimate(init: Any, image: np.ndarray) -> np.ndarray | float:
+def default_init(boundary: str) -> str:
+    """Return the start ``init=None`` means: the observed image, or flat if edges are estimated.
+
+    The observed image says nothing about the margin ``boundary="estimate"`` adds, so that
+    mode starts flat (as deconwolf and clij2-fft do).
+    """
+    return "mean" if boundary in ESTIMATED_BOUNDARIES else "observed"
+
+
+def initial_estimate(
+    init: Any, image: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray | float:
     """Return the starting estimate: an array of the image's shape and dtype, or a scalar.
 
-    ``"observed"`` gives the (already clipped) image itself, ``"mean"`` and numbers give a
-    scalar that the backend broadcasts on the device, so no extra transfer is needed.
+    ``"observed"`` gives the (already clipped) image itself, ``"mean"`` (over the voxels
+    ``mask`` keeps, if given) and numbers give a scalar that the backend broadcasts on the
+    device, so no extra transfer is needed.
     """
     if isinstance(init, str):
         _choice(init, "init", INIT_MODES)
         if init == "observed":
             return image
-        mean = float(image.mean())
+        mean = float(image.mean() if mask is None else image[mask].mean())
         if mean <= 0:
             raise ValueError("init='mean' needs an image with a positive mean")
         return mean
@@ -217,3 +235,55 @@ def check_max_memory(max_memory: Any) -> int | None:
     if max_memory <= 0:
         raise ValueError(f"max_memory must be positive, got {max_memory}")
     return int(max_memory)
+
+
+def check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Return ``mask`` as a C-contiguous bool array of ``shape`` (True: observed), or None.
+
+    Integer or float masks must hold only 0 and 1; a mask must keep at least one voxel.
+    """
+    if mask is None:
+        return None
+    try:
+        arr = np.asarray(mask)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"mask must be a boolean array, got {type(mask).__name__}") from exc
+    if arr.dtype != np.bool_:
+        numeric = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+        if not numeric or not np.isin(arr, (0, 1)).all():
+            raise TypeError(f"mask must be boolean (or 0/1), got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"mask must have the image's shape {tuple(shape)}, got {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=bool)
+    if not out.any():
+        raise ValueError("mask excludes every voxel; at least one must be observed (True)")
+    return out
+
+
+def check_margin(margin: Any, psf_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Return the estimate's margin (voxels before, after) per axis for ``boundary="estimate"``.
+
+    ``"full"``: every voxel the PSF carries onto the image (``k - 1`` per axis in all, as
+    deconwolf's default); ``"half"``: half of that on each side; an int or one int per axis:
+    that many voxels on each side, capped at the full reach (beyond it nothing is observable).
+    """
+    full = tuple((k - 1 - k // 2, k // 2) for k in psf_shape)
+    if isinstance(margin, str):
+        _choice(margin, "margin", MARGINS)
+        if margin == "full":
+            return full
+        return tuple(((lo + 1) // 2, (hi + 1) // 2) for lo, hi in full)
+    values = (margin,) * len(psf_shape) if isinstance(margin, numbers.Integral) else margin
+    try:
+        lengths = tuple(values)
+    except TypeError as exc:
+        raise TypeError(
+            f"margin must be 'full', 'half', an int or {len(psf_shape)} ints, got {margin!r}"
+        ) from exc
+    if len(lengths) != len(psf_shape) or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in lengths
+    ):
+        raise ValueError(f"margin must hold {len(psf_shape)} integers, got {margin!r}")
+    if any(n < 0 for n in lengths):
+        raise ValueError(f"margin values must be >= 0, got {lengths}")
+    return tuple((min(int(n), lo), min(int(n), hi)) for n, (lo, hi) in zip(lengths, full))

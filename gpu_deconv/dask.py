@@ -27,13 +27,19 @@ import numpy as np
 
 from . import _validation as v
 from ._rl import richardson_lucy as _richardson_lucy
-from .backends import available_backends
+from .backends import available_backends, backend_dtypes
 from .backends._opencl_devices import DEVICE_ENV
 from .tiling import resolve_overlap, window_boundary
 
 # map_overlap's boundary per mode: windows stop at the volume border ("none") where the mode
 # itself is exact there; "wrap" reads the periodic continuation, "constant" reads zeros.
-_DASK_BOUNDARY = {"reflect": "none", "mirror": "none", "nearest": "none", "wrap": "periodic"}
+_DASK_BOUNDARY = {
+    "reflect": "none",
+    "mirror": "none",
+    "nearest": "none",
+    "estimate": "none",
+    "wrap": "periodic",
+}
 
 
 def richardson_lucy(
@@ -44,7 +50,7 @@ def richardson_lucy(
     backend: str = "auto",
     method: str = "auto",
     boundary: str = "reflect",
-    init: str | float = "observed",
+    init: str | float | None = None,
     eps: float = 1e-12,
     normalize_psf: bool = True,
     dtype: Any = None,
@@ -52,6 +58,8 @@ def richardson_lucy(
     overlap: int | Sequence[int] | None = None,
     chunks: Any = None,
     max_memory: int | None = None,
+    mask: Any = None,
+    margin: str | int | Sequence[int] = "full",
 ) -> Any:
     """Deconvolve a dask array chunk by chunk, lazily (see the module docstring).
 
@@ -63,11 +71,15 @@ def richardson_lucy(
         Point spread function, as in :func:`gpu_deconv.richardson_lucy`.
     iterations : int, optional
         Number of iterations, by default 10.
-    backend, method, boundary, eps, normalize_psf, device
+    backend, method, boundary, eps, normalize_psf, device, margin
         As in :func:`gpu_deconv.richardson_lucy`; each chunk runs there (backend names only,
-        so that workers build their own backend).
-    init : {"observed", "mean"} or float, optional
-        Starting estimate; ``"mean"`` reads the whole image once to compute its mean.
+        so that workers build their own backend). With ``boundary="estimate"`` every chunk's
+        window estimates its own edges.
+    init : {None, "observed", "mean"} or float, optional
+        Starting estimate, as in :func:`gpu_deconv.richardson_lucy`; ``"mean"`` reads the
+        whole image once to compute its mean.
+    mask : dask.array.Array or array_like of bool, optional
+        Observed voxels, as in :func:`gpu_deconv.richardson_lucy`; rechunked like ``image``.
     dtype : {None, "float32", "float64"}, optional
         Compute and output dtype; by default float64 for float64 images on NumPy, else float32.
     overlap : int or sequence of int, optional
@@ -107,15 +119,15 @@ def richardson_lucy(
 
     iterations = v.check_iterations(iterations)
     eps = v.check_eps(eps)
-    boundary = v.check_boundary(boundary)
+    boundary = v.check_boundary(boundary, estimate=True)
     method = v.check_method(method)
     if not isinstance(backend, str):
         raise TypeError("backend must be a name here, so that each worker builds its own")
     if backend not in available_backends():
         raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(available_backends())}")
     # The workers build the backend, maybe on machines the client is not (no GPU here is
-    # fine): only "numpy" promises float64, any other may compute in float32 only.
-    supported = ("float32", "float64") if backend == "numpy" else ("float32",)
+    # fine): the dtypes come from the backend's class, and "auto" promises only the common ones.
+    supported = backend_dtypes(backend)
     if not isinstance(image, da.Array):
         image = da.from_array(v.check_image(image, dtype, stacklevel=2, supported=supported))
     if not 1 <= image.ndim <= v.MAX_NDIM or image.size == 0:
@@ -125,9 +137,14 @@ def richardson_lucy(
     # dask cannot overlap by more than an axis holds; the whole axis is all there is.
     depth = tuple(min(d, n) for d, n in zip(resolve_overlap(overlap, psf), image.shape))
     max_memory = v.check_max_memory(max_memory)
+    if boundary in v.ESTIMATED_BOUNDARIES:
+        v.check_margin(margin, psf.shape)
     if chunks is not None:
         image = image.rechunk(chunks)
-    start = _initial_value(init, image)
+    arrays = [image]
+    if mask is not None:
+        arrays.append(_dask_mask(mask, image))
+    start = _initial_value(v.default_init(boundary) if init is None else init, image, mask)
     options: dict[str, Any] = dict(
         psf=psf,
         iterations=iterations,
@@ -141,10 +158,11 @@ def richardson_lucy(
         start=start,
         depth=depth,
         max_memory=max_memory,
+        margin=margin,
     )
     return da.map_overlap(
         functools.partial(_deconvolve_block, **options),
-        image,
+        *arrays,
         depth=dict(enumerate(depth)),
         boundary=_DASK_BOUNDARY.get(boundary, 0),
         dtype=compute_dtype,
@@ -152,12 +170,28 @@ def richardson_lucy(
     )
 
 
-def _initial_value(init: Any, image: Any) -> str | float:
+def _dask_mask(mask: Any, image: Any) -> Any:
+    """Return the mask as a bool dask array chunked like ``image`` (NumPy masks: validated)."""
+    import dask.array as da
+
+    if not isinstance(mask, da.Array):
+        return da.from_array(v.check_mask(mask, image.shape), chunks=image.chunks)
+    if mask.shape != image.shape:
+        raise ValueError(f"mask must have the image's shape {image.shape}, got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"a dask mask must be boolean, got dtype {mask.dtype}")
+    return mask.rechunk(image.chunks)
+
+
+def _initial_value(init: Any, image: Any, mask: Any) -> str | float:
     import dask.array as da
 
     if isinstance(init, str) and init == "mean":
         # The mean of the image as validated (negatives clipped), as in memory.
-        mean = float(da.maximum(image, 0).mean().compute())
+        clipped = da.maximum(image, 0)
+        mean = float(
+            (clipped.mean() if mask is None else clipped[da.asarray(mask)].mean()).compute()
+        )
         if not mean > 0:
             raise ValueError("init='mean' needs an image with a positive mean")
         return mean
@@ -170,10 +204,12 @@ def _initial_value(init: Any, image: Any) -> str | float:
 
 def _deconvolve_block(
     block: np.ndarray,
+    mask: np.ndarray | None = None,
     *,
     boundary: str,
     start: str | float,
     depth: tuple[int, ...],
+    margin: Any,
     block_info: dict | None = None,
     **options: Any,
 ) -> np.ndarray:
@@ -181,7 +217,12 @@ def _deconvolve_block(
     init: Any = start
     if boundary == "constant" and not isinstance(start, str):
         init = _zero_outside(block.shape, start, depth, block_info)
-    return _richardson_lucy(block, boundary=window_boundary(boundary), init=init, **options)
+    if mask is not None and not mask.any():  # dask's meta probe, or a chunk nobody observed
+        return np.zeros(block.shape, options["dtype"])
+    mode = window_boundary(boundary)
+    if mode in v.ESTIMATED_BOUNDARIES:
+        options["margin"] = margin
+    return _richardson_lucy(block, boundary=mode, init=init, mask=mask, **options)
 
 
 def _zero_outside(shape, value: float, depth, block_info) -> np.ndarray:

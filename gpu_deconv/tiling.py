@@ -31,7 +31,7 @@ import numpy as np
 
 from ._validation import check_max_memory
 from .backends import Backend
-from .backends._base import MemoryNeed
+from .backends._base import BlurSpec, MemoryNeed
 from .backends._planning import fast_length
 from .psf import axis_moments
 
@@ -284,7 +284,8 @@ def deconvolve_tiles(
     image: np.ndarray,
     start: np.ndarray | float,
     keep: Sequence[int],
-    run: Callable[[np.ndarray, np.ndarray | float], dict[int, np.ndarray]],
+    run: Callable[[np.ndarray, np.ndarray | float, np.ndarray | None], dict[int, np.ndarray]],
+    mask: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Deconvolve ``image`` tile by tile and assemble the estimates at each count in ``keep``.
 
@@ -299,8 +300,11 @@ def deconvolve_tiles(
     keep : sequence of int
         Iteration counts to return.
     run : callable
-        ``run(window, window_start)`` deconvolves one window (with ``plan.window_boundary``)
-        and returns ``{count: estimate}`` for every count in ``keep``.
+        ``run(window, window_start, window_mask)`` deconvolves one window (with
+        ``plan.window_boundary``) and returns ``{count: estimate}`` for every count in ``keep``.
+    mask : ndarray of bool, optional
+        Observed voxels of the volume; each window gets its part (False past a ``"constant"``
+        border).
 
     Returns
     -------
@@ -309,11 +313,11 @@ def deconvolve_tiles(
     out = {k: np.empty(image.shape, image.dtype) for k in keep}
     for tile in plan.tiles:
         # One call per tile, so that its window and results are freed before the next.
-        _deconvolve_tile(plan, tile, image, start, run, out)
+        _deconvolve_tile(plan, tile, image, start, run, out, mask)
     return out
 
 
-def _deconvolve_tile(plan, tile, image, start, run, out) -> None:
+def _deconvolve_tile(plan, tile, image, start, run, out, mask) -> None:
     window = gather(image, tile, plan.boundary)
     if start is image:
         window_start: np.ndarray | float = window
@@ -323,7 +327,8 @@ def _deconvolve_tile(plan, tile, image, start, run, out) -> None:
         window_start = gather(image, tile, plan.boundary, fill=start)
     else:
         window_start = start
-    for k, estimate in run(window, window_start).items():
+    window_mask = None if mask is None else gather(mask, tile, plan.boundary)
+    for k, estimate in run(window, window_start, window_mask).items():
         out[k][tile.core] = estimate[tile.interior]
 
 
@@ -333,11 +338,8 @@ def _leaves_volume(tile: Tile, shape: tuple[int, ...]) -> bool:
 
 def plan_for_backend(
     backend: Backend,
-    psf: np.ndarray,
-    shape: tuple[int, ...],
-    boundary: str,
-    method: str,
-    dtype: np.dtype,
+    spec: BlurSpec,
+    need: Callable[[BlurSpec], MemoryNeed],
     tile_shape: Any,
     overlap: Any,
     max_memory: int | None,
@@ -345,41 +347,42 @@ def plan_for_backend(
 ) -> TilePlan | None:
     """Resolve ``tile_shape`` (``None``, ``"auto"`` or lengths) into a plan, or ``None`` for whole.
 
-    ``"auto"`` tiles only what does not fit: the backend's memory limits (device memory and
-    largest buffer for OpenCL, available host memory for NumPy), capped by ``max_memory``.
-    A tiled run also holds ``outputs`` image-sized results in host memory; on a host backend
-    they come out of the same budget.
+    ``need(spec)`` is the backend memory one piece with that blur takes. ``"auto"`` tiles only
+    what does not fit: the backend's memory limits (device memory and largest buffer for
+    OpenCL, available host memory for NumPy), capped by ``max_memory``. A tiled run also holds
+    ``outputs`` image-sized results in host memory; on a host backend they come out of the same
+    budget.
     """
     max_memory = check_max_memory(max_memory)
     if tile_shape is None and max_memory is None:
         return None
-    overlap = resolve_overlap(overlap, psf)
+    shape, boundary = spec.shape, spec.boundary
+    overlap = resolve_overlap(overlap, spec.psf)
     limits = backend.memory_limits()
     cap = limits.total if max_memory is None else min(limits.total, int(max_memory))
     if backend.uses_host_memory and max_memory is None:
-        cap -= outputs * math.prod(shape) * np.dtype(dtype).itemsize
+        cap -= outputs * math.prod(shape) * spec.dtype.itemsize
 
-    def need(window: tuple[int, ...], mode: str) -> MemoryNeed:
-        return backend.memory_need(psf, window, mode, method, dtype)
+    def window_need(window: tuple[int, ...]) -> MemoryNeed:
+        return need(spec.with_shape(window, window_boundary(boundary)))
 
-    mode_inside = window_boundary(boundary)
     if isinstance(tile_shape, str):
         if tile_shape != "auto":
             raise ValueError(f"tile_shape must be None, 'auto' or lengths, got {tile_shape!r}")
 
         allowed = MemoryNeed(cap, limits.largest)
-        if need(shape, boundary).fits(allowed):
+        if need(spec).fits(allowed):
             return None
         core = choose_tile_shape(
-            shape, overlap, boundary, lambda window: need(window, mode_inside).fits(allowed)
+            shape, overlap, boundary, lambda window: window_need(window).fits(allowed)
         )
         return plan_tiles(shape, core, overlap, boundary)
     plan = None if tile_shape is None else plan_tiles(shape, tile_shape, overlap, boundary)
     if plan is not None and len(plan.tiles) == 1:
         plan = None
     if max_memory is not None:
-        window, mode = (shape, boundary) if plan is None else (plan.window_shape, mode_inside)
-        total = need(window, mode).total
+        window = shape if plan is None else plan.window_shape
+        total = (need(spec) if plan is None else window_need(window)).total
         if total > max_memory:
             raise MemoryError(
                 f"a piece of {window} voxels needs about {total / 2**20:.0f} MiB, over "

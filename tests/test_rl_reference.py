@@ -7,6 +7,7 @@ import pytest
 from conftest import BOUNDARIES, RL_RTOL, blob_image, make_psf, oracle_rl, rel_rms
 
 import gpu_deconv as gd
+from gpu_deconv.backends._base import BlurSpec
 from gpu_deconv.backends.numpy_backend import NumpyBackend
 
 ITERATIONS = 20
@@ -132,7 +133,7 @@ def test_cost_model_picks_fft_for_big_3d_psf_and_spatial_for_tiny_psf():
 )
 def test_numpy_fft_dispatches_to_exact_transform(boundary, psf_kind, transform):
     op = NumpyBackend().blur_operator(
-        make_psf((5, 5), psf_kind), (20, 20), boundary, "fft", np.float64
+        BlurSpec(make_psf((5, 5), psf_kind), (20, 20), boundary, "fft", np.float64)
     )
     assert op.method == "fft" and op.transform == transform
 

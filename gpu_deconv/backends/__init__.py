@@ -17,6 +17,7 @@ __all__ = [
     "BackendUnavailableError",
     "BlurOperator",
     "available_backends",
+    "backend_dtypes",
     "get_backend",
     "register_backend",
 ]
@@ -32,6 +33,19 @@ def register_backend(name: str, factory: Callable[..., Backend]) -> None:
 def available_backends() -> tuple[str, ...]:
     """Names accepted by :func:`get_backend`, ``"auto"`` included."""
     return ("auto", *_FACTORIES)
+
+
+def backend_dtypes(name: str) -> tuple[str, ...]:
+    """Compute dtypes the backend ``name`` supports, without building it (no device needed).
+
+    ``"auto"`` promises only what every backend offers. Used where the backend is built
+    elsewhere (dask workers) but the dtype must be known now.
+    """
+    if name != "auto" and name not in _CLASSES:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(available_backends())}")
+    dtypes = [_CLASSES[n]().dtypes for n in (_CLASSES if name == "auto" else (name,))]
+    common = set(dtypes[0]).intersection(*dtypes)
+    return tuple(d for d in dtypes[0] if d in common)
 
 
 def _numpy_factory(device: Any = None) -> Backend:
@@ -59,6 +73,21 @@ def _opencl_factory(device: str | None = None) -> Backend:
     return _OPENCL_INSTANCES[key]
 
 
+def _numpy_class() -> Any:
+    from .numpy_backend import NumpyBackend
+
+    return NumpyBackend
+
+
+def _opencl_class() -> Any:
+    # The class only (its module imports no OpenCL package at import time).
+    from .opencl_backend import OpenCLBackend
+
+    return OpenCLBackend
+
+
+# Backend classes by name, imported lazily: their class attributes are the capabilities.
+_CLASSES: dict[str, Callable[[], Any]] = {"numpy": _numpy_class, "opencl": _opencl_class}
 register_backend("numpy", _numpy_factory)
 register_backend("opencl", _opencl_factory)
 _warned_fallback = False
@@ -119,6 +148,7 @@ def _auto_backend(device: str | None) -> Backend:
                 stacklevel=4,
             )
         return _FACTORIES["numpy"](device=None)
-    if device is not None or getattr(candidate, "preferred_over_numpy", False):
+    fallback = _FACTORIES["numpy"](device=None)
+    if device is not None or candidate.auto_priority > fallback.auto_priority:
         return candidate
-    return _FACTORIES["numpy"](device=None)
+    return fallback

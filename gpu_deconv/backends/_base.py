@@ -38,34 +38,143 @@ class MemoryNeed:
         return self.total <= limits.total and self.largest <= limits.largest
 
 
-@runtime_checkable
-class BlurOperator(Protocol):
-    """A prepared blur ``H`` for one PSF, image shape, boundary mode, method and dtype.
+@dataclass(frozen=True, eq=False)
+class BlurSpec:
+    """Everything that defines one blur ``H``: the PSF, the observed shape, boundary, method, dtype.
+
+    One frozen value travels from validation to the backend instead of five loose arguments.
+
+    Attributes
+    ----------
+    psf : ndarray
+        Validated float64 PSF (origin at ``n // 2`` on each axis).
+    shape : tuple of int
+        Shape of the observed image (the domain ``H`` maps onto).
+    boundary : str
+        A ``scipy.ndimage`` mode (``"reflect"``, ``"nearest"``, ``"mirror"``, ``"wrap"``,
+        ``"constant"``), where the estimate has the image's shape; or ``"estimate"``, where the
+        estimate lives on the image grown by ``margin`` and ``H`` is the linear (zero-extended)
+        blur followed by a crop to the image (Bertero-Boccacci).
+    method : str
+        ``"auto"``, ``"fft"``, ``"separable"`` or ``"spatial"``.
+    dtype : numpy.dtype
+        Compute dtype.
+    margin : tuple of (int, int)
+        ``"estimate"`` only: voxels of estimate before and after the image on each axis (at
+        most the PSF's reach, ``(k - 1 - k // 2, k // 2)``); ``()`` for the other modes.
+    """
+
+    psf: np.ndarray
+    shape: tuple[int, ...]
+    boundary: str
+    method: str
+    dtype: np.dtype
+    margin: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+    @property
+    def estimated_edges(self) -> bool:
+        """Whether the estimate lives on a larger domain than the image (``"estimate"``)."""
+        return self.boundary == "estimate"
+
+    def with_shape(self, shape: tuple[int, ...], boundary: str | None = None) -> BlurSpec:
+        """Return the same blur on images of another ``shape`` (a tile's window), or mode."""
+        return BlurSpec(
+            self.psf, tuple(shape), boundary or self.boundary, self.method, self.dtype, self.margin
+        )
+
+
+def full_margin(psf_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Voxels before and after the image that reach it through the PSF, per axis.
+
+    ``convolve(x)[i]`` reads ``x[i - k + n // 2]`` for ``k`` in ``[0, n)``: from ``n - 1 - n // 2``
+    voxels before ``i`` to ``n // 2`` after it. Beyond these the scene cannot be seen at all.
+    """
+    return tuple((n - 1 - n // 2, n // 2) for n in psf_shape)
+
+
+@dataclass(frozen=True)
+class BlurPlan:
+    """What a backend will build for a :class:`BlurSpec`, decided before allocating anything.
 
     Attributes
     ----------
     method : str
-        The convolution method actually used: ``"fft"``, ``"separable"`` or ``"spatial"``
-        (never ``"auto"``).
+        The method used (never ``"auto"``).
+    transform : str
+        The fft method's transform (``"rfft"``, ``"dct1"``, ``"dct2"``), else ``""``.
+    work_shape : tuple of int
+        Shape of the estimate's domain (the image's shape, except with ``"estimate"``).
+    observed : tuple of slice
+        Where the image sits inside the work domain.
+    support : tuple of slice
+        The voxels of the work domain the estimate may occupy (the image grown by the margin;
+        a fast FFT length may add voxels outside it, which stay zero).
+    inplace : bool
+        Whether ``correlate`` may write over its input (same-shape domains only).
+    memory : MemoryNeed
+        Backend memory of the operator itself: transform buffers, spectra, scratch; not the
+        algorithm's image-sized buffers.
+    """
+
+    method: str
+    transform: str
+    work_shape: tuple[int, ...]
+    observed: tuple[slice, ...]
+    support: tuple[slice, ...]
+    inplace: bool
+    memory: MemoryNeed
+
+    @property
+    def observed_shape(self) -> tuple[int, ...]:
+        """The image's shape."""
+        return tuple(s.stop - s.start for s in self.observed)
+
+    @property
+    def same_domain(self) -> bool:
+        """Whether the estimate has the image's shape (every mode but ``"estimate"``)."""
+        return all(s.start == 0 and s.stop == n for s, n in zip(self.observed, self.work_shape))
+
+
+@runtime_checkable
+class BlurOperator(Protocol):
+    """A prepared blur ``H`` from the estimate's work domain to the observed image.
+
+    Attributes
+    ----------
+    plan : BlurPlan
+        What was built: method, transform, work domain, where the image sits in it.
+    method : str
+        The convolution method actually used: ``"fft"``, ``"separable"`` or ``"spatial"``.
     inplace : bool
         Whether ``out`` may be the input array itself.
     """
 
+    plan: BlurPlan
     method: str
     inplace: bool
 
     def convolve(self, x: Any, out: Any) -> Any:
-        """Write ``H x`` (``scipy.ndimage.convolve(x, psf, mode=boundary)``) into ``out``."""
+        """Write ``H x`` into ``out``: ``x`` on the work domain, ``out`` of the image's shape.
+
+        With a same-shape mode this is ``scipy.ndimage.convolve(x, psf, mode=boundary)``.
+        """
         ...
 
     def correlate(self, x: Any, out: Any) -> Any:
-        """Write ``H^T x`` (``scipy.ndimage.correlate(x, psf, mode=boundary)``) into ``out``."""
+        """Write ``H^T x`` into ``out``: ``x`` of the image's shape, ``out`` on the work domain.
+
+        With a same-shape mode this is ``scipy.ndimage.correlate(x, psf, mode=boundary)``.
+        """
         ...
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """Primitives of one compute backend.
+    """Primitives of one compute backend, and what it can do.
 
     Attributes
     ----------
@@ -75,6 +184,11 @@ class Backend(Protocol):
         Timing constants behind ``method="auto"`` on this backend.
     dtypes : tuple of str
         Compute dtypes it supports, e.g. ``("float32", "float64")``.
+    transforms : tuple of str
+        Spectral transforms it has: ``"rfft"``, ``"dct1"``, ``"dct2"`` (empty without an FFT
+        library; then ``method="fft"`` and ``boundary="estimate"`` are unavailable).
+    auto_priority : int
+        Rank for ``backend="auto"``: the highest wins; 0 means "only when asked for".
     lock : context manager
         Held around one call's use of the backend: device backends serialise threads with it.
     uses_host_memory : bool
@@ -85,6 +199,8 @@ class Backend(Protocol):
     name: str
     cost_model: Any
     dtypes: tuple[str, ...]
+    transforms: tuple[str, ...]
+    auto_priority: int
     lock: Any  # a context manager (threading.RLock, contextlib.nullcontext)
     uses_host_memory: bool
 
@@ -95,36 +211,36 @@ class Backend(Protocol):
         """
         ...
 
-    def to_numpy(self, array: Any) -> np.ndarray:
-        """Copy a backend array to a new host array (one device-to-host transfer)."""
+    def to_numpy(self, array: Any, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Copy a backend array (or its ``region``) to a new host array (one transfer)."""
         ...
 
     def full(self, shape: tuple[int, ...], value: float, dtype: np.dtype) -> Any:
         """Return a new backend array filled with ``value`` (no host transfer)."""
         ...
 
-    def empty_like(self, array: Any) -> Any:
-        """Return a new uninitialised backend array of the same shape and dtype."""
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        """Return a new uninitialised backend array."""
         ...
 
     def copy(self, array: Any) -> Any:
         """Return a backend copy of a backend array (no host transfer)."""
         ...
 
-    def blur_operator(
-        self, psf: np.ndarray, shape: tuple[int, ...], boundary: str, method: str, dtype: np.dtype
-    ) -> BlurOperator:
-        """Prepare the blur for ``psf`` (host float64) on images of ``shape``."""
+    def plan_blur(self, spec: BlurSpec) -> BlurPlan:
+        """Decide method, transform, work domain and operator memory; allocate nothing."""
         ...
 
-    def memory_need(
-        self, psf: np.ndarray, shape: tuple[int, ...], boundary: str, method: str, dtype: np.dtype
-    ) -> MemoryNeed:
-        """Memory one Richardson-Lucy call on ``shape`` with this blur would use here."""
+    def blur_operator(self, spec: BlurSpec) -> BlurOperator:
+        """Prepare the blur of ``spec`` (uploads the PSF, OTF or DCT gain once)."""
         ...
 
     def memory_limits(self) -> MemoryNeed:
         """Return the memory one call may use now: the device's, or the host's available."""
+        ...
+
+    def check_memory(self, need: MemoryNeed) -> None:
+        """Raise ``MemoryError`` (with a hint) if ``need`` cannot be allocated here."""
         ...
 
     def ratio(self, observed: Any, blurred: Any, eps: float, out: Any) -> Any:
@@ -135,6 +251,22 @@ class Backend(Protocol):
         """Write ``a * b`` into ``out`` (``out`` may be ``a`` or ``b``)."""
         ...
 
+    def weighted_update(self, estimate: Any, correction: Any, weights: Any, out: Any) -> Any:
+        """Write ``estimate * correction * weights`` into ``out`` (``out`` may alias any)."""
+        ...
+
+    def inverse_weights(self, weights: Any, threshold: float, out: Any) -> Any:
+        """Write ``1 / weights`` where ``weights > threshold``, else 0, into ``out``."""
+        ...
+
+    def keep_where(self, x: Any, weights: Any, out: Any) -> Any:
+        """Write ``x`` where ``weights > 0``, else 0, into ``out`` (``out`` may be ``x``)."""
+        ...
+
     def synchronize(self) -> None:
         """Block until all queued work has finished (for timing)."""
+        ...
+
+    def list_devices(self) -> list[Any]:
+        """Return the devices this backend can run on (empty for host backends)."""
         ...

@@ -91,11 +91,18 @@ def fft_geometry(shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: s
     Each axis gets ``n // 2`` leading samples of boundary extension and at least ``n // 2``
     trailing ones, then is rounded up to an FFT-friendly length; the circular wrap-around then
     only touches padding, for both the convolution and the correlation. ``"wrap"`` is already
-    circular, so an axis whose length is FFT-friendly is left unpadded.
+    circular, so an axis whose length is FFT-friendly is left unpadded. ``"estimate"``: the
+    padded domain is the estimate's work domain, ``n + k - 1`` rounded up, with the image
+    ``k - 1 - k // 2`` voxels in (see :func:`~gpu_deconv.backends._base.full_margin`).
     """
     padded, before = [], []
     for n, k in zip(shape, psf_shape):
-        if k == 1 or (boundary == "wrap" and fast_length(n) == n):
+        if boundary == "estimate" and k > 1:
+            # The estimate (image grown by the PSF's full reach) fills the domain: a circular
+            # blur of that length never wraps the estimate onto the image (``n + k - 1``).
+            padded.append(fast_length(n + k - 1))
+            before.append(k - 1 - k // 2)
+        elif k == 1 or (boundary == "wrap" and fast_length(n) == n):
             padded.append(n)
             before.append(0)
         else:
@@ -150,6 +157,7 @@ def spectral_transform(
     boundary: str,
     dtype: np.dtype,
     cost_model: CostModel,
+    transforms: tuple[str, ...] = ("rfft", "dct1", "dct2"),
 ) -> str:
     """Pick the transform for the ``"fft"`` method: an exact DCT or padded real FFTs.
 
@@ -162,7 +170,7 @@ def spectral_transform(
         ``"dct2"``, ``"dct1"`` or ``"rfft"`` (on the padded domain of :func:`fft_geometry`).
     """
     dct = exact_dct(psf, shape, boundary, dtype)
-    if dct is None:
+    if dct is None or dct not in transforms:
         return "rfft"
     dct_cost = cost_model.fft_cost(shape, psf.shape, boundary, dct)
     return dct if dct_cost <= cost_model.fft_cost(shape, psf.shape, boundary, "rfft") else "rfft"
@@ -286,22 +294,58 @@ def choose_method(
     boundary: str,
     dtype: np.dtype,
     cost_model: CostModel,
+    transforms: tuple[str, ...] = ("rfft", "dct1", "dct2"),
 ) -> tuple[str, list[np.ndarray] | None]:
     """Resolve ``method`` (``"auto"`` by the cost model) and return it with separable profiles.
+
+    ``transforms`` are the backend's spectral transforms: without ``"rfft"`` there is no FFT
+    method, and ``"auto"`` picks among the spatial ones.
 
     Raises
     ------
     ValueError
-        If ``method="separable"`` is asked for a PSF that is not rank one.
+        If ``method="separable"`` is asked for a PSF that is not rank one, or a spatial method
+        with ``boundary="estimate"``.
     """
     profiles = separable_profiles(psf, separability_rtol(dtype)) if psf.ndim > 1 else [psf]
+    if boundary == "estimate":
+        if method not in ("auto", "fft"):
+            raise ValueError(
+                f"boundary='estimate' runs with method='fft' (or 'auto'), not {method!r}: "
+                "the linear blur of the larger estimate domain is computed by FFTs"
+            )
+        return "fft", profiles
     if method == "separable" and profiles is None:
         raise ValueError(
             "method='separable' needs a separable (rank-one) PSF, such as a Gaussian; "
             "use method='fft' or 'auto' for this PSF"
         )
     if method == "auto":
-        transform = spectral_transform(psf, shape, boundary, dtype, cost_model)
+        transform = spectral_transform(psf, shape, boundary, dtype, cost_model, transforms)
         costs = cost_model.costs(shape, psf.shape, profiles is not None, boundary, transform)
+        if "rfft" not in transforms:
+            del costs["fft"]
         method = min(costs, key=costs.__getitem__)
     return method, profiles
+
+
+def work_domain(
+    shape: tuple[int, ...],
+    psf_shape: tuple[int, ...],
+    boundary: str,
+    margin: tuple[tuple[int, int], ...],
+) -> tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]:
+    """Return the estimate's domain: its shape, the image's slices in it and the support's.
+
+    Every mode but ``"estimate"`` keeps the image's own grid. ``"estimate"`` works on the
+    padded FFT domain of :func:`fft_geometry`; the estimate may occupy the image grown by
+    ``margin`` (before, after) per axis, and stays zero elsewhere.
+    """
+    if boundary != "estimate":
+        whole = tuple(slice(0, n) for n in shape)
+        return tuple(shape), whole, whole
+    geometry = fft_geometry(shape, psf_shape, boundary)
+    support = tuple(
+        slice(b - lo, b + n + hi) for b, n, (lo, hi) in zip(geometry.pad_before, shape, margin)
+    )
+    return geometry.padded_shape, geometry.crop, support

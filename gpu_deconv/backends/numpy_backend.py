@@ -20,7 +20,7 @@ try:  # pocketfft's own binding writes into out=: no fresh pages to fault in eve
 except ImportError:  # another SciPy layout: the public scipy.fft API, which allocates
     _pocketfft = None
 
-from ._base import MemoryNeed
+from ._base import BlurPlan, BlurSpec, MemoryNeed
 from ._host_memory import available_host_memory
 from ._planning import (
     CostModel,
@@ -31,6 +31,7 @@ from ._planning import (
     embed_psf,
     fft_geometry,
     spectral_transform,
+    work_domain,
 )
 
 # Measured on a 2-core x86-64 machine (float32, 64x128x128 and 80x288x288 volumes);
@@ -55,7 +56,8 @@ class _SpatialOperator:
     method = "spatial"
     inplace = False  # scipy.ndimage cannot write over its input
 
-    def __init__(self, psf: np.ndarray, boundary: str):
+    def __init__(self, plan: BlurPlan, psf: np.ndarray, boundary: str):
+        self.plan = plan
         self._psf = psf
         self._mode = boundary
 
@@ -72,7 +74,8 @@ class _SeparableOperator:
     method = "separable"
     inplace = False
 
-    def __init__(self, profiles: list[np.ndarray], boundary: str, shape, dtype):
+    def __init__(self, plan: BlurPlan, profiles: list[np.ndarray], boundary: str, shape, dtype):
+        self.plan = plan
         self._profiles = profiles
         self._mode = boundary
         # Two scratch buffers so that consecutive 1-D passes never read what they write.
@@ -135,7 +138,9 @@ class _DCTOperator:
     method = "fft"
     inplace = True  # the input is consumed by the forward transform before out is written
 
-    def __init__(self, psf: np.ndarray, shape, transform: str, dtype, workers: int):
+    def __init__(self, plan: BlurPlan, psf: np.ndarray, shape, dtype, workers: int):
+        self.plan = plan
+        transform = plan.transform
         self.transform = transform
         self._type = 2 if transform == "dct2" else 1
         self._axes = tuple(a for a, n in enumerate(psf.shape) if n > 1)
@@ -181,13 +186,24 @@ def _irfftn(spectrum: np.ndarray, out: np.ndarray, workers: int) -> np.ndarray:
 
 
 class _FFTOperator:
+    """Real-FFT blur with a precomputed OTF on a padded domain.
+
+    Same-shape modes pad the input with its boundary extension and crop the result. With
+    ``"estimate"`` the padded domain is the work domain itself: ``convolve`` transforms the
+    estimate as it is and crops the image out; ``correlate`` embeds the image in zeros and
+    returns the whole domain.
+    """
+
     method = "fft"
     transform = "rfft"
-    inplace = True  # the input is copied into the padded buffer before out is written
 
-    def __init__(self, psf: np.ndarray, shape, boundary: str, dtype, workers: int):
+    def __init__(self, plan: BlurPlan, psf: np.ndarray, shape, boundary: str, dtype, workers):
+        self.plan = plan
+        self.inplace = plan.inplace
         geometry = fft_geometry(shape, psf.shape, boundary)
-        self._padder = _BoundaryPadder(geometry, boundary, dtype)
+        self._estimate = boundary == "estimate"
+        # The estimate mode's correlation embeds the image in zeros: the "constant" padder.
+        self._padder = _BoundaryPadder(geometry, "constant" if self._estimate else boundary, dtype)
         self._workers = workers
         # The OTF in the compute dtype: a float64 detour would triple the set-up's peak memory.
         self._otf = scipy.fft.rfftn(embed_psf(psf, geometry.padded_shape, dtype), workers=workers)
@@ -197,19 +213,30 @@ class _FFTOperator:
         self._spectrum = np.empty_like(self._otf)
         self._result = np.empty(geometry.padded_shape, dtype)
 
-    def _apply(self, x: np.ndarray, out: np.ndarray, otf: np.ndarray) -> np.ndarray:
-        geometry = self._padder.geometry
-        spectrum = _rfftn(self._padder.fill(x), self._spectrum, self._workers)
+    def _apply(self, padded: np.ndarray, otf: np.ndarray, out: np.ndarray, crop) -> np.ndarray:
+        spectrum = _rfftn(padded, self._spectrum, self._workers)
         spectrum *= otf
-        result = _irfftn(spectrum, self._result, self._workers)
-        out[...] = result[geometry.crop]
+        if crop is None:  # the whole domain: transform straight into out
+            return _copy_result(_irfftn(spectrum, out, self._workers), out)
+        out[...] = _irfftn(spectrum, self._result, self._workers)[crop]
         return out
 
     def convolve(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return self._apply(x, out, self._otf)
+        crop = self._padder.geometry.crop
+        if self._estimate:
+            return self._apply(x, self._otf, out, crop)
+        return self._apply(self._padder.fill(x), self._otf, out, crop)
 
     def correlate(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return self._apply(x, out, self._otf_conj)
+        padded = self._padder.fill(x)
+        crop = None if self._estimate else self._padder.geometry.crop
+        return self._apply(padded, self._otf_conj, out, crop)
+
+
+def _copy_result(result: np.ndarray, out: np.ndarray) -> np.ndarray:
+    if result is not out:  # the public scipy.fft path returns a new array
+        np.copyto(out, result)
+    return out
 
 
 class NumpyBackend:
@@ -224,6 +251,8 @@ class NumpyBackend:
     name = "numpy"
     cost_model = NUMPY_COSTS
     dtypes: tuple[str, ...] = ("float32", "float64")
+    transforms: tuple[str, ...] = ("rfft", "dct1", "dct2")
+    auto_priority = 1  # the fallback: any backend that wants "auto" ranks above it
     # Calls share no state (operators are per call), so threads need no lock.
     lock = contextlib.nullcontext()
     uses_host_memory = True
@@ -231,65 +260,85 @@ class NumpyBackend:
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
 
+    @staticmethod
+    def list_devices() -> list:
+        return []
+
     def to_backend(self, array: np.ndarray) -> np.ndarray:
         # Host arrays need no transfer: share the (validated, private) array, never copy it.
         return np.ascontiguousarray(array)
 
-    def to_numpy(self, array: np.ndarray) -> np.ndarray:
-        return np.array(array, copy=True)
+    def to_numpy(self, array: np.ndarray, region=None) -> np.ndarray:
+        return np.array(array if region is None else array[region], copy=True, order="C")
 
     def full(self, shape, value: float, dtype) -> np.ndarray:
         return np.full(shape, value, dtype=dtype)
 
-    def empty_like(self, array: np.ndarray) -> np.ndarray:
-        return np.empty_like(array)
+    def empty(self, shape, dtype) -> np.ndarray:
+        return np.empty(shape, dtype)
 
     def copy(self, array: np.ndarray) -> np.ndarray:
         return array.copy()
 
-    def blur_operator(self, psf: np.ndarray, shape, boundary: str, method: str, dtype):
-        method, profiles = choose_method(method, tuple(shape), psf, boundary, dtype, NUMPY_COSTS)
-        if method == "spatial":
-            return _SpatialOperator(psf, boundary)
-        if method == "separable":
-            assert profiles is not None  # choose_method guarantees it
-            return _SeparableOperator(profiles, boundary, tuple(shape), dtype)
-        transform = spectral_transform(psf, tuple(shape), boundary, dtype, NUMPY_COSTS)
-        if transform != "rfft":
-            return _DCTOperator(psf, tuple(shape), transform, dtype, self.fft_workers(shape))
-        return _FFTOperator(psf, tuple(shape), boundary, dtype, self.fft_workers(shape))
+    def plan_blur(self, spec: BlurSpec) -> BlurPlan:
+        """Plan method, transform, work domain and host memory of the operator (no allocation).
 
-    def memory_need(self, psf: np.ndarray, shape, boundary: str, method: str, dtype) -> MemoryNeed:
-        """Peak host memory of one call, counted per buffer (checked against tracemalloc).
-
-        Every method holds the validated image, the estimate, the blurred/ratio buffer and the
-        returned copy; the padded FFT adds its padded buffer, the OTF and its conjugate, the
-        spectrum, the inverse transform's output and one boundary slab.
+        The operator's own buffers: the separable path's two scratch images, the DCT gain, or
+        the padded FFT's padded buffer, inverse-transform output, OTF and its conjugate,
+        spectrum and one boundary slab (checked against tracemalloc).
         """
-        shape = tuple(int(n) for n in shape)
-        dtype = np.dtype(dtype)
-        n = math.prod(shape) * dtype.itemsize
-        # PSF copies, index maps and other small buffers.
-        small = 4 * psf.size * 8 + 2**16
-        method, _ = choose_method(method, shape, psf, boundary, dtype, NUMPY_COSTS)
+        method, _ = choose_method(
+            spec.method, spec.shape, spec.psf, spec.boundary, spec.dtype, NUMPY_COSTS
+        )
+        transform = ""
+        if method == "fft":
+            transform = spectral_transform(
+                spec.psf, spec.shape, spec.boundary, spec.dtype, NUMPY_COSTS
+            )
+        work, observed, support = work_domain(
+            spec.shape, spec.psf.shape, spec.boundary, spec.margin
+        )
+        n = math.prod(spec.shape) * spec.dtype.itemsize
+        small = 4 * spec.psf.size * 8 + 2**16  # PSF copies, index maps, profiles
         if method == "spatial":
-            return MemoryNeed(5 * n + small, n)
-        if method == "separable":
-            return MemoryNeed(7 * n + small, n)
-        if spectral_transform(psf, shape, boundary, dtype, NUMPY_COSTS) != "rfft":
-            return MemoryNeed(5 * n + small, n)
-        padded = fft_geometry(shape, psf.shape, boundary).padded_shape
-        real = math.prod(padded) * dtype.itemsize
-        spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 2 * dtype.itemsize
-        # The padder's largest slab: the boundary extension along one axis, copied at once.
-        slab = max(real * (m - k) // m for k, m in zip(shape, padded))
-        return MemoryNeed(4 * n + 2 * real + 3 * spectrum + slab + small, max(n, spectrum))
+            memory = MemoryNeed(small, 0)
+        elif method == "separable":
+            memory = MemoryNeed(2 * n + small, n)
+        elif transform != "rfft":
+            memory = MemoryNeed(n + small, n)
+        else:
+            padded = fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape
+            real = math.prod(padded) * spec.dtype.itemsize
+            spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 2 * spec.dtype.itemsize
+            # The padder's largest slab: the boundary extension along one axis, copied at once.
+            slab = max(real * (m - k) // m for k, m in zip(spec.shape, padded))
+            memory = MemoryNeed(2 * real + 3 * spectrum + slab + small, spectrum)
+        inplace = method == "fft" and spec.boundary != "estimate"
+        return BlurPlan(method, transform, work, observed, support, inplace, memory)
+
+    def blur_operator(self, spec: BlurSpec):
+        plan = self.plan_blur(spec)
+        psf, shape, boundary = spec.psf, spec.shape, spec.boundary
+        if plan.method == "spatial":
+            return _SpatialOperator(plan, psf, boundary)
+        if plan.method == "separable":
+            _, profiles = choose_method("separable", shape, psf, boundary, spec.dtype, NUMPY_COSTS)
+            assert profiles is not None  # choose_method guarantees it
+            return _SeparableOperator(plan, profiles, boundary, shape, spec.dtype)
+        workers = self.fft_workers(plan.work_shape)
+        if plan.transform != "rfft":
+            return _DCTOperator(plan, psf, shape, spec.dtype, workers)
+        return _FFTOperator(plan, psf, shape, boundary, spec.dtype, workers)
 
     def memory_limits(self) -> MemoryNeed:
         """Available host memory (with headroom); unbounded where the OS does not say."""
         available = available_host_memory()
         total = sys.maxsize if available is None else int(available * HOST_MEMORY_HEADROOM)
         return MemoryNeed(total, total)
+
+    def check_memory(self, need: MemoryNeed) -> None:
+        """Host memory: nothing to refuse up front (the OS may swap; tile_shape='auto' plans)."""
+        return None
 
     def fft_workers(self, shape) -> int:
         """Return the FFT threads for ``shape``: one below 2**17 samples.
@@ -307,6 +356,19 @@ class NumpyBackend:
 
     def multiply(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
         return np.multiply(a, b, out=out)
+
+    def weighted_update(self, estimate, correction, weights, out) -> np.ndarray:
+        np.multiply(estimate, correction, out=out)
+        return np.multiply(out, weights, out=out)
+
+    def inverse_weights(self, weights: np.ndarray, threshold: float, out: np.ndarray):
+        kept = weights > threshold
+        np.divide(1, weights, out=out, where=kept)
+        out[~kept] = 0
+        return out
+
+    def keep_where(self, x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.multiply(x, weights > 0, out=out)
 
     def synchronize(self) -> None:
         return None

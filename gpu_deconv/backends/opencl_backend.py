@@ -12,13 +12,20 @@ from __future__ import annotations
 import importlib.resources
 import math
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
 import scipy.fft
 
-from ._base import BackendUnavailableError, MemoryNeed
-from ._opencl_devices import PACKAGE_HINT, import_pyopencl, is_simulator, pick_device
+from ._base import BackendUnavailableError, BlurPlan, BlurSpec, MemoryNeed
+from ._opencl_devices import (
+    PACKAGE_HINT,
+    import_pyopencl,
+    is_simulator,
+    list_devices,
+    pick_device,
+)
 from ._planning import (
     CostModel,
     choose_method,
@@ -26,12 +33,16 @@ from ._planning import (
     embed_psf,
     fft_geometry,
     spectral_transform,
+    work_domain,
 )
 
 BOUNDARY_CODES = {"reflect": 0, "nearest": 1, "mirror": 2, "wrap": 3, "constant": 4}
 KERNEL_FILES = (
     "rl_ratio",
     "multiply",
+    "weighted_update",
+    "inverse_weights",
+    "keep_where",
     "complex_multiply",
     "pad_boundary",
     "crop",
@@ -108,6 +119,7 @@ class OpenCLBackend:
     name = "opencl"
     dtypes: tuple[str, ...] = ("float32",)
     uses_host_memory = False
+    list_devices = staticmethod(list_devices)
 
     def __init__(self, device: str | None = None):
         cl = import_pyopencl()
@@ -132,9 +144,10 @@ class OpenCLBackend:
         is_gpu = bool(chosen.type & (cl.device_type.GPU | cl.device_type.ACCELERATOR))
         is_gpu = is_gpu and not is_simulator(chosen)
         self.cost_model = OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS
-        # On a CPU device the NumPy backend is faster, so backend="auto" keeps NumPy there.
-        self.preferred_over_numpy = is_gpu
-        self.has_fft = _pyvkfft() is not None
+        # On a CPU device the NumPy backend (priority 1) is faster: backend="auto" keeps it.
+        self.auto_priority = 2 if is_gpu else 0
+        self.transforms: tuple[str, ...] = ("rfft", "dct1", "dct2") if _pyvkfft() else ()
+        self._warned_no_fft = False
         key = self.context.int_ptr
         if key not in _PROGRAMS:
             _PROGRAMS[key] = cl.Program(self.context, _kernel_source()).build()
@@ -153,20 +166,22 @@ class OpenCLBackend:
             raise TypeError(f"the opencl backend computes in float32, got {array.dtype}")
         return self._cle.push(array)
 
-    def to_numpy(self, array: Any) -> np.ndarray:
-        return np.asarray(self._cle.pull(array))
+    def to_numpy(self, array: Any, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        host = np.asarray(self._cle.pull(array))
+        # The whole buffer comes over, then the region is cut out on the host.
+        return host if region is None else np.ascontiguousarray(host[region])
 
     # -- device-side allocation ------------------------------------------------------------------
     def full(self, shape, value: float, dtype) -> Any:
-        out = self._cle.create(tuple(shape), np.float32)
+        out = self.empty(shape, dtype)
         out.fill(np.float32(value))
         return out
 
-    def empty_like(self, array: Any) -> Any:
-        return self._cle.create(array.shape, np.float32)
+    def empty(self, shape, dtype) -> Any:
+        return self._cle.create(tuple(shape), np.float32)
 
     def copy(self, array: Any) -> Any:
-        out = self.empty_like(array)
+        out = self.empty(array.shape, np.float32)
         return self.device_copy(array, out)
 
     def device_copy(self, source: Any, out: Any) -> Any:
@@ -187,43 +202,96 @@ class OpenCLBackend:
         self.launch("multiply", (out.size,), out.data, a.data, b.data)
         return out
 
+    def weighted_update(self, estimate: Any, correction: Any, weights: Any, out: Any) -> Any:
+        self.launch(
+            "weighted_update", (out.size,), out.data, estimate.data, correction.data, weights.data
+        )
+        return out
+
+    def inverse_weights(self, weights: Any, threshold: float, out: Any) -> Any:
+        self.launch("inverse_weights", (out.size,), out.data, weights.data, np.float32(threshold))
+        return out
+
+    def keep_where(self, x: Any, weights: Any, out: Any) -> Any:
+        self.launch("keep_where", (out.size,), out.data, x.data, weights.data)
+        return out
+
     def synchronize(self) -> None:
         self.queue.finish()
 
     # -- operators ---------------------------------------------------------------------------------
-    def _plan(self, psf: np.ndarray, shape, boundary: str, method: str, dtype):
-        if np.dtype(dtype) != np.float32:
+    def _choose(self, spec: BlurSpec) -> tuple[str, Any, str]:
+        if spec.dtype != np.float32:
             raise ValueError("the opencl backend computes in float32; pass dtype='float32'")
-        if method == "fft" and not self.has_fft:
+        needs_fft = spec.method == "fft" or spec.boundary == "estimate"
+        if needs_fft and "rfft" not in self.transforms:
             raise BackendUnavailableError(PYVKFFT_HINT)
-        model = self.cost_model if self.has_fft else _without_fft(self.cost_model)
-        method, profiles = choose_method(method, shape, psf, boundary, FLOAT32, model)
-        transform = spectral_transform(psf, shape, boundary, FLOAT32, model)
+        if spec.method == "auto" and not self.transforms and not self._warned_no_fft:
+            self._warned_no_fft = True
+            warnings.warn(
+                f"OpenCL runs without FFTs (method='auto' picks spatial or separable); "
+                f"{PYVKFFT_HINT}",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        method, profiles = choose_method(
+            spec.method,
+            spec.shape,
+            spec.psf,
+            spec.boundary,
+            FLOAT32,
+            self.cost_model,
+            self.transforms,
+        )
+        transform = ""
+        if method == "fft":
+            transform = spectral_transform(
+                spec.psf, spec.shape, spec.boundary, FLOAT32, self.cost_model, self.transforms
+            )
         return method, profiles, transform
 
-    def memory_need(self, psf: np.ndarray, shape, boundary: str, method: str, dtype) -> MemoryNeed:
-        """Device memory of one call (see :func:`planned_memory`)."""
-        shape = tuple(int(n) for n in shape)
-        method, _, transform = self._plan(psf, shape, boundary, method, dtype)
-        return planned_memory(shape, psf.shape, boundary, method, transform)
+    def plan_blur(self, spec: BlurSpec) -> BlurPlan:
+        """Plan method, transform, work domain and device memory of the operator (no allocation).
+
+        The operator's own buffers: the PSF (spatial), two scratch images (separable), the DCT
+        gain, or the in-place padded FFT buffer and the half-spectrum OTF.
+        """
+        method, _, transform = self._choose(spec)
+        work, observed, support = work_domain(
+            spec.shape, spec.psf.shape, spec.boundary, spec.margin
+        )
+        n = math.prod(spec.shape) * 4
+        if method == "spatial":
+            memory = MemoryNeed(spec.psf.size * 4, spec.psf.size * 4)
+        elif method == "separable":
+            memory = MemoryNeed(2 * n + sum(spec.psf.shape) * 4, n)
+        elif transform != "rfft":
+            memory = MemoryNeed(n, n)
+        else:
+            padded = fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape
+            spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
+            memory = MemoryNeed(2 * spectrum, spectrum)
+        inplace = method == "fft" and spec.boundary != "estimate"
+        return BlurPlan(method, transform, work, observed, support, inplace, memory)
 
     def memory_limits(self) -> MemoryNeed:
         """Return the device's global memory (with headroom) and its largest allocation."""
         total = int(self.device.global_mem_size * MEMORY_HEADROOM)
         return MemoryNeed(total, min(total, int(self.device.max_mem_alloc_size)))
 
-    def blur_operator(self, psf: np.ndarray, shape, boundary: str, method: str, dtype):
-        shape = tuple(int(n) for n in shape)
-        method, profiles, transform = self._plan(psf, shape, boundary, method, dtype)
-        self.check_memory(planned_memory(shape, psf.shape, boundary, method, transform))
+    def blur_operator(self, spec: BlurSpec):
+        plan = self.plan_blur(spec)
+        method, profiles, transform = self._choose(spec)
+        self.check_memory(plan.memory)
+        shape, psf, boundary = spec.shape, spec.psf, spec.boundary
         if method == "spatial":
-            return _SpatialOperator(self, psf, shape, boundary)
+            return _SpatialOperator(self, plan, psf, shape, boundary)
         if method == "separable":
             assert profiles is not None  # choose_method guarantees it
-            return _SeparableOperator(self, profiles, shape, boundary)
+            return _SeparableOperator(self, plan, profiles, shape, boundary)
         if transform != "rfft":
-            return _DCTOperator(self, psf, shape, transform)
-        return _FFTOperator(self, psf, shape, boundary)
+            return _DCTOperator(self, plan, psf, shape)
+        return _FFTOperator(self, plan, psf, shape, boundary)
 
     def check_memory(self, need: MemoryNeed) -> None:
         """Raise :class:`InsufficientDeviceMemoryError` if ``need`` will not fit the device."""
@@ -269,45 +337,12 @@ def _pyvkfft() -> Any:
     return pyvkfft.opencl
 
 
-def _without_fft(model: CostModel) -> CostModel:
-    return CostModel(
-        model.spatial_per_mac,
-        model.separable_per_mac,
-        math.inf,
-        math.inf,
-        model.call_overhead,
-        model.dct_factor,
-    )
-
-
-def planned_memory(
-    shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str, method: str, transform: str
-) -> MemoryNeed:
-    """Device memory one Richardson-Lucy call allocates with ``method`` (float32).
-
-    ``transform`` is the fft method's (``"rfft"``, ``"dct1"`` or ``"dct2"``).
-
-    Four image-sized buffers (observed, estimate, blurred/ratio and, for spatial methods, the
-    correction), plus the method's own: two scratch images (separable), the DCT gain, or the
-    in-place padded FFT buffer and the half-spectrum OTF.
-    """
-    n = math.prod(shape) * 4
-    if method == "spatial":
-        return MemoryNeed(4 * n + math.prod(psf_shape) * 4, n)
-    if method == "separable":
-        return MemoryNeed(6 * n + sum(psf_shape) * 4, n)
-    if transform != "rfft":
-        return MemoryNeed(4 * n, n)
-    padded = fft_geometry(shape, psf_shape, boundary).padded_shape
-    spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
-    return MemoryNeed(3 * n + 2 * spectrum, max(n, spectrum))
-
-
 class _SpatialOperator:
     method = "spatial"
     inplace = False
 
-    def __init__(self, backend: OpenCLBackend, psf: np.ndarray, shape, boundary: str):
+    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
+        self.plan = plan
         self._be = backend
         self._psf = backend.upload(psf.astype(np.float32))
         self._args = _i32(*_shape3(shape), *_shape3(psf.shape))
@@ -338,7 +373,8 @@ class _SeparableOperator:
     method = "separable"
     inplace = False
 
-    def __init__(self, backend: OpenCLBackend, profiles, shape, boundary: str):
+    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, profiles, shape, boundary: str):
+        self.plan = plan
         self._be = backend
         lead = 3 - len(shape)
         self._passes = [
@@ -348,7 +384,7 @@ class _SeparableOperator:
         self._dims = _i32(*_shape3(shape))
         self._mode = np.int32(BOUNDARY_CODES[boundary])
         self._global = tuple(reversed(_shape3(shape)))
-        self._scratch = [backend._cle.create(tuple(shape), np.float32) for _ in range(2)]
+        self._scratch = [backend.empty(tuple(shape), np.float32) for _ in range(2)]
 
     def _apply(self, x, out, sign: int):
         source = x
@@ -383,9 +419,10 @@ class _DCTOperator:
     method = "fft"
     inplace = True
 
-    def __init__(self, backend: OpenCLBackend, psf: np.ndarray, shape, transform: str):
+    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape):
+        self.plan = plan
         self._be = backend
-        self.transform = transform
+        transform = self.transform = plan.transform
         dct_type = 2 if transform == "dct2" else 1
         axes = tuple(a - len(shape) for a, n in enumerate(psf.shape) if n > 1)
         gain = np.broadcast_to(dct_gain(psf, shape, dct_type), shape).astype(np.float32)
@@ -407,15 +444,21 @@ class _DCTOperator:
 
 
 class _FFTOperator:
-    """Boundary-padded in-place real FFT convolution with a precomputed OTF."""
+    """Padded in-place real FFT blur with a precomputed OTF.
+
+    Same-shape modes pad the input with its boundary extension and crop the result. With
+    ``"estimate"`` the padded domain is the work domain: ``convolve`` copies the estimate in
+    and crops the image out; ``correlate`` embeds the image in zeros and returns the domain.
+    """
 
     method = "fft"
     transform = "rfft"
-    inplace = True
 
-    def __init__(self, backend: OpenCLBackend, psf: np.ndarray, shape, boundary: str):
+    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
         import pyopencl.array as cla
 
+        self.plan = plan
+        self.inplace = plan.inplace
         self._be = backend
         geometry = fft_geometry(shape, psf.shape, boundary)
         padded = geometry.padded_shape
@@ -430,17 +473,32 @@ class _FFTOperator:
         self._app = backend.fft_plan(
             buffer_shape, r2c=True, r2c_odd=bool(padded[-1] % 2), ndim=len(padded)
         )
-        n0, n1, n2 = _shape3(shape)
-        m0, m1, m2 = _shape3(padded)
-        b0, b1, b2 = _shape3(geometry.pad_before, fill=0)
-        self._pad_args = _i32(n0, n1, n2, m1, row, b0, b1, b2, BOUNDARY_CODES[boundary])
-        self._pad_global = (m2, m1, m0)
-        self._crop_args = _i32(n1, n2, m1, row, b0, b1, b2)
-        self._crop_global = (n2, n1, n0)
+        image = (shape, geometry.pad_before)
+        whole = (padded, (0,) * len(padded))
+        if boundary == "estimate":
+            # convolve: the work domain in as it is, the image out; correlate: the reverse,
+            # the image embedded in zeros ("constant").
+            self._convolve = (*self._pad_crop(whole, 1, image, row, padded), 0)
+            self._correlate = (*self._pad_crop(image, 4, whole, row, padded), 1)
+        else:
+            mode = BOUNDARY_CODES[boundary]
+            self._convolve = (*self._pad_crop(image, mode, image, row, padded), 0)
+            self._correlate = (*self._pad_crop(image, mode, image, row, padded), 1)
 
-    def _apply(self, x, out, conjugate: int):
+    @staticmethod
+    def _pad_crop(source, mode: int, target, row: int, padded):
+        """Kernel arguments: pad ``source`` (shape, offset) in, crop ``target`` (shape, offset)."""
+        m0, m1, m2 = _shape3(padded)
+        (n0, n1, n2), (b0, b1, b2) = _shape3(source[0]), _shape3(source[1], fill=0)
+        pad = (_i32(n0, n1, n2, m1, row, b0, b1, b2, mode), (m2, m1, m0))
+        (n0, n1, n2), (b0, b1, b2) = _shape3(target[0]), _shape3(target[1], fill=0)
+        crop = (_i32(n1, n2, m1, row, b0, b1, b2), (n2, n1, n0))
+        return pad, crop
+
+    def _apply(self, x, out, direction):
         be = self._be
-        be.launch("pad_boundary", self._pad_global, self._buffer.data, x.data, *self._pad_args)
+        (pad_args, pad_global), (crop_args, crop_global), conjugate = direction
+        be.launch("pad_boundary", pad_global, self._buffer.data, x.data, *pad_args)
         self._app.fft(self._buffer)
         be.launch(
             "complex_multiply",
@@ -450,11 +508,11 @@ class _FFTOperator:
             np.int32(conjugate),
         )
         self._app.ifft(self._buffer)
-        be.launch("crop", self._crop_global, out.data, self._buffer.data, *self._crop_args)
+        be.launch("crop", crop_global, out.data, self._buffer.data, *crop_args)
         return out
 
     def convolve(self, x, out):
-        return self._apply(x, out, 0)
+        return self._apply(x, out, self._convolve)
 
     def correlate(self, x, out):
-        return self._apply(x, out, 1)
+        return self._apply(x, out, self._correlate)

@@ -1,0 +1,110 @@
+"""The model an algorithm runs on: observed image, weights and start on the backend, and its memory.
+
+Shared by every algorithm, so that edges (``boundary="estimate"``), masks and the start are
+handled once. With a same-shape boundary mode and no mask the model is plain Richardson-Lucy's:
+no weights, the start as given. Otherwise (Bertero & Boccacci 2005) the data term only counts
+observed voxels ``m`` (the image inside the larger work domain, and the mask) and the update is
+normalised by ``w = H^T m``; voxels with ``w <= UNOBSERVED_WEIGHT * sum(psf)`` are not part of
+the estimate: they start, and stay, at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .algorithms import OBSERVED, Algorithm, Model
+from .backends import Backend
+from .backends._base import BlurOperator, BlurPlan, BlurSpec, MemoryNeed
+
+# Voxels whose light reaches the observed voxels by less than this fraction are left out of the
+# estimate (deconwolf drops below 1e-2; clij2-fft and imagej-ops keep them un-normalised).
+UNOBSERVED_WEIGHT = 1e-3
+
+
+def is_weighted(spec: BlurSpec, mask: np.ndarray | None) -> bool:
+    """Whether the model needs edge/mask weights (otherwise plain RL is exact)."""
+    return mask is not None or spec.estimated_edges
+
+
+def memory_need(
+    backend: Backend, spec: BlurSpec, algorithm: type[Algorithm], weighted: bool
+) -> MemoryNeed:
+    """Backend memory of one call: the operator's, the model's buffers and the algorithm's.
+
+    A host backend also holds the returned copy of the result.
+    """
+    plan = backend.plan_blur(spec)
+    item = spec.dtype.itemsize
+    sizes = {
+        OBSERVED: math.prod(plan.observed_shape) * item,
+        "work": math.prod(plan.work_shape) * item,
+    }
+    buffers = [sizes[OBSERVED], sizes["work"]]  # observed image, estimate
+    if weighted:
+        buffers.append(sizes["work"])
+    buffers += [sizes[domain] for domain in algorithm.buffers(plan).values()]
+    if backend.uses_host_memory:
+        buffers.append(sizes[OBSERVED])
+    return MemoryNeed(plan.memory.total + sum(buffers), max(plan.memory.largest, *buffers))
+
+
+def build_model(
+    backend: Backend,
+    operator: BlurOperator,
+    spec: BlurSpec,
+    image: np.ndarray,
+    start: np.ndarray | float,
+    mask: np.ndarray | None,
+    eps: float,
+) -> Model:
+    """Move the problem to the backend: weights first, then the observed image and the start.
+
+    Transfers: the observed image (masked if a mask is given), the mask, and the start when it
+    is an array other than the observed image or lives on a larger work domain.
+    """
+    be, plan, dtype = backend, operator.plan, spec.dtype
+    weights = None
+    if is_weighted(spec, mask):
+        # The mask's image-sized buffer is freed before the algorithm allocates its own.
+        observed_voxels = (
+            be.full(plan.observed_shape, 1.0, dtype)
+            if mask is None
+            else be.to_backend(mask.astype(dtype))
+        )
+        weights = be.empty(plan.work_shape, dtype)
+        operator.correlate(observed_voxels, out=weights)
+        del observed_voxels
+        be.inverse_weights(weights, UNOBSERVED_WEIGHT * float(spec.psf.sum()), out=weights)
+    observed = be.to_backend(image if mask is None else image * mask)
+    estimate = _start(be, plan, image, start, observed, mask, dtype)
+    if weights is not None:
+        be.keep_where(estimate, weights, out=estimate)
+    return Model(be, operator, observed, estimate, weights, eps, dtype)
+
+
+def _start(be, plan: BlurPlan, image, start, observed, mask, dtype) -> Any:
+    if not plan.same_domain:
+        return be.to_backend(_grown_start(plan, start, dtype))
+    if not isinstance(start, np.ndarray):
+        return be.full(plan.work_shape, start, dtype)
+    if start is image and mask is None:
+        return be.copy(observed)
+    # A private array (validated image or init copy): a host backend may update it in place.
+    return be.to_backend(start)
+
+
+def _grown_start(plan: BlurPlan, start: np.ndarray | float, dtype) -> np.ndarray:
+    """Return the start on the work domain: the image's values grown into the margin by reflection.
+
+    Zero outside the support (the image grown by the margin): those voxels are not estimated.
+    """
+    host = np.zeros(plan.work_shape, dtype)
+    if isinstance(start, np.ndarray):
+        widths = [(o.start - s.start, s.stop - o.stop) for o, s in zip(plan.observed, plan.support)]
+        host[plan.support] = np.pad(start, widths, mode="symmetric")
+    else:
+        host[plan.support] = start
+    return host

@@ -1,0 +1,14 @@
+"""Deconvolution algorithms, each written once against the Backend primitives.
+
+An algorithm declares the buffers it needs beyond the model's (:class:`Model`), sets itself up
+on a model, and advances the estimate one step at a time; the driver
+(:func:`gpu_deconv.deconvolve`) does everything around it: validation, memory planning,
+tiling, dask, snapshots, callback and progress.
+"""
+
+from ._base import OBSERVED, WORK, Algorithm, Model
+from .richardson_lucy import RichardsonLucy
+
+ALGORITHMS: dict[str, type[Algorithm]] = {"richardson_lucy": RichardsonLucy}
+
+__all__ = ["ALGORITHMS", "OBSERVED", "WORK", "Algorithm", "Model", "RichardsonLucy"]
