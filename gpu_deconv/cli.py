@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import BOUNDARIES, METHODS
+from ._validation import BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
 from .io import OUTPUT_DTYPES
 
@@ -53,6 +53,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from exc
 
 
+def _margin(text: str) -> str | int | list[int]:
+    if text in ("full", "half"):
+        return text
+    values = _int_list(text)
+    return values[0] if len(values) == 1 else values
+
+
 def _init(text: str) -> str | float:
     try:
         return float(text)
@@ -78,12 +85,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF or .zarr")
     run.add_argument("--backend", default="auto", choices=available_backends())
     run.add_argument("--method", default="auto", choices=METHODS)
-    run.add_argument("--boundary", default="reflect", choices=BOUNDARIES)
+    run.add_argument(
+        "--boundary",
+        default="reflect",
+        choices=BOUNDARIES + ESTIMATED_BOUNDARIES,
+        help="edges (default reflect); 'estimate' estimates the scene beyond them",
+    )
+    run.add_argument(
+        "--margin",
+        type=_margin,
+        default="full",
+        metavar="full|half|N[,N,N]",
+        help="with --boundary estimate: voxels estimated beyond each edge (default full)",
+    )
+    run.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="TIFF or zarr of the image's shape, nonzero where a voxel is observed "
+        "(0: saturated, dead, missing)",
+    )
     run.add_argument(
         "--init",
         type=_init,
-        default="observed",
-        help="'observed' (default), 'mean' or a positive number",
+        default=None,
+        help="'observed', 'mean' or a positive number (default: observed; mean with "
+        "--boundary estimate)",
     )
     run.add_argument("--eps", type=float, default=1e-12)
     run.add_argument(
@@ -174,7 +201,14 @@ def _snapshot_path(output: Path, k: int) -> Path:
 
 def _run(args: argparse.Namespace) -> None:
     from ._rl import richardson_lucy
-    from .io import check_output_path, convert_for_output, is_zarr, read_tiff, write_tiff
+    from .io import (
+        check_output_path,
+        convert_for_output,
+        is_zarr,
+        open_lazy,
+        read_tiff,
+        write_tiff,
+    )
 
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
@@ -184,6 +218,7 @@ def _run(args: argparse.Namespace) -> None:
     image = read_tiff(args.image)
     psf = read_tiff(args.psf)
     wanted = sorted(set(args.snapshots or []) | {args.iterations})
+    mask = None if args.mask is None else np.asarray(open_lazy(args.mask)) != 0
     estimates = richardson_lucy(
         image.data,
         psf.data,
@@ -191,6 +226,7 @@ def _run(args: argparse.Namespace) -> None:
         snapshots=wanted,
         progress=not args.quiet,
         tile_shape=args.tile_shape,
+        mask=mask,
         **_options(args),
     )
     targets = [(_snapshot_path(args.output, k), k) for k in args.snapshots or []]
@@ -224,6 +260,7 @@ def _options(args: argparse.Namespace) -> dict:
         device=args.device,
         overlap=overlap,
         max_memory=args.max_memory,
+        margin=args.margin,
     )
 
 
@@ -248,8 +285,14 @@ def _run_lazy(args: argparse.Namespace) -> None:
     check_output_path(args.output, args.overwrite)
     image = open_lazy(args.image)
     chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
+    mask = None if args.mask is None else open_lazy(args.mask) != 0
     result = gdd.richardson_lucy(
-        image, read_tiff(args.psf).data, args.iterations, chunks=chunks, **_options(args)
+        image,
+        read_tiff(args.psf).data,
+        args.iterations,
+        chunks=chunks,
+        mask=mask,
+        **_options(args),
     )
     if not zarr_out:
         from .io import convert_for_output
@@ -361,7 +404,7 @@ def _devices(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the fallback is what this line reports
         auto = get_backend("auto")
-    where = f" on {auto.device.name.strip()}" if hasattr(auto, "device") else ""
+    where = f" on {auto.device_name}" if auto.device_name else ""
     print(f"backend='auto' uses: {auto.name}{where}")
 
 

@@ -25,7 +25,7 @@ import scipy.ndimage as ndi
 
 from . import metrics
 from ._rl import convolve, richardson_lucy
-from .backends import BackendUnavailableError, get_backend
+from .backends import BackendUnavailableError, available_backends, get_backend
 from .psf import gaussian_psf
 from .samples import nucleus
 
@@ -65,8 +65,8 @@ def _scores(original: np.ndarray, estimate: np.ndarray) -> tuple[float, float, f
 def available_backends_for_demo(primary: str) -> list:
     """Return the primary backend first, then every other backend that can run here."""
     chosen = [get_backend(primary)]
-    for name in ("numpy", "opencl"):
-        if name == chosen[0].name:
+    for name in available_backends():
+        if name in ("auto", chosen[0].name):
             continue
         try:
             chosen.append(get_backend(name))

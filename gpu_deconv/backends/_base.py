@@ -194,6 +194,8 @@ class Backend(Protocol):
     uses_host_memory : bool
         Whether its working memory is host memory (so a tiled run's host-side results
         compete with it).
+    device_name : str
+        The device it computes on; empty for the host.
     """
 
     name: str
@@ -201,6 +203,7 @@ class Backend(Protocol):
     dtypes: tuple[str, ...]
     transforms: tuple[str, ...]
     auto_priority: int
+    device_name: str
     lock: Any  # a context manager (threading.RLock, contextlib.nullcontext)
     uses_host_memory: bool
 

@@ -256,6 +256,7 @@ class NumpyBackend:
     # Calls share no state (operators are per call), so threads need no lock.
     lock = contextlib.nullcontext()
     uses_host_memory = True
+    device_name = ""
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1

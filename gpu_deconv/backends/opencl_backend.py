@@ -139,6 +139,7 @@ class OpenCLBackend:
         self._cl = cl
         self._cle = cle
         self.device = chosen
+        self.device_name = chosen.name.strip()
         self.context = cle_device.context
         self.queue = cle_device.queue
         is_gpu = bool(chosen.type & (cl.device_type.GPU | cl.device_type.ACCELERATOR))
