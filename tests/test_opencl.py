@@ -278,7 +278,15 @@ def dct_preferring_backend(cl_backend):
     return backend
 
 
-@pytest.mark.parametrize("boundary, transform", [("reflect", "dct2"), ("mirror", "dct1")])
+@pytest.mark.parametrize(
+    "boundary, transform",
+    [
+        ("reflect", "dct2"),
+        ("mirror", "dct1"),
+        ("nearest", "dct2-padded"),
+        ("constant", "dct2-padded"),
+    ],
+)
 @pytest.mark.parametrize("shape, psf_shape", [((37, 44), (5, 7)), ((14, 19, 23), (5, 1, 5))])
 def test_dct_path_matches_reference(dct_preferring_backend, boundary, transform, shape, psf_shape):
     import scipy.ndimage as ndi

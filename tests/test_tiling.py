@@ -175,6 +175,28 @@ def test_numpy_memory_model_bounds_the_real_peak(method, boundary, dtype):
     assert peak <= need.total <= 1.25 * peak, (peak / image.nbytes, need.total / image.nbytes)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_memory_model_bounds_the_padded_dct_peak(dtype):
+    from dataclasses import replace
+
+    from gpu_deconv.backends.numpy_backend import NumpyBackend
+
+    backend = NumpyBackend()
+    backend.cost_model = replace(backend.cost_model, dct_factor=0.1)  # prefer the DCT
+    image = blob_image((24, 40, 36), seed=8).astype(dtype)
+    psf = gaussian_psf((7, 9, 9), (1.5, 2.0, 2.0))
+    need = plan_memory(backend, psf, image.shape, "nearest", "fft", dtype)
+    assert backend.plan_blur(BlurSpec(psf, image.shape, "nearest", "fft", dtype)).transform == (
+        "dct2-padded"
+    )
+    _, peak = traced_peak(
+        lambda: gd.richardson_lucy(
+            image, psf, 3, backend=backend, method="fft", boundary="nearest", tile_shape=None
+        )
+    )
+    assert peak <= need.total <= 1.25 * peak, (peak / image.nbytes, need.total / image.nbytes)
+
+
 def test_max_memory_caps_the_working_memory_of_tiles():
     image = blob_image((64, 128, 128), seed=9).astype(np.float32)  # 4 MiB
     psf = gaussian_psf((7, 7, 7), 1.0)

@@ -161,19 +161,34 @@ def spectral_transform(
 ) -> str:
     """Pick the transform for the ``"fft"`` method: an exact DCT or padded real FFTs.
 
-    Both are exact; the DCT needs no padding but is slower per sample on some devices (VkFFT's
-    DCT on a CPU OpenCL device costs about two real FFTs), so the backend's cost model decides.
+    All are exact; the DCT needs no padding with ``"reflect"``/``"mirror"`` but is slower per
+    sample on some devices (VkFFT's DCT on a CPU OpenCL device costs about two real FFTs), so
+    the backend's cost model decides. With ``"nearest"`` and ``"constant"`` a symmetric PSF is
+    also exact as a DCT-II of the image padded with that mode's values (``"dct2-padded"``):
+    inside the image the kernel never reaches past the padding, and the DCT's own reflection
+    beyond it only touches voxels that are cropped away. It needs two padded buffers where the
+    real FFT needs five.
 
     Returns
     -------
     str
-        ``"dct2"``, ``"dct1"`` or ``"rfft"`` (on the padded domain of :func:`fft_geometry`).
+        ``"dct2"``, ``"dct1"`` (on the image), ``"dct2-padded"`` or ``"rfft"`` (on the padded
+        domain of :func:`fft_geometry`).
     """
+    candidates = ["rfft"]
     dct = exact_dct(psf, shape, boundary, dtype)
-    if dct is None or dct not in transforms:
-        return "rfft"
-    dct_cost = cost_model.fft_cost(shape, psf.shape, boundary, dct)
-    return dct if dct_cost <= cost_model.fft_cost(shape, psf.shape, boundary, "rfft") else "rfft"
+    if dct is not None and dct in transforms:
+        candidates.append(dct)
+    padded_dct = boundary in PADDED_DCT_BOUNDARIES and "dct2" in transforms
+    if padded_dct and is_symmetric(psf, float(16 * np.finfo(dtype).eps)):
+        candidates.append("dct2-padded")
+    costs = {t: cost_model.fft_cost(shape, psf.shape, boundary, t) for t in candidates}
+    # Ties go to the DCT: less memory.
+    return min(reversed(candidates), key=costs.__getitem__)
+
+
+# Modes where a symmetric PSF is exact as a DCT-II on the image padded with the mode's values.
+PADDED_DCT_BOUNDARIES = ("nearest", "constant")
 
 
 def is_symmetric(psf: np.ndarray, rtol: float) -> bool:
@@ -184,23 +199,38 @@ def is_symmetric(psf: np.ndarray, rtol: float) -> bool:
     return all(np.abs(psf - np.flip(psf, axis)).max() <= rtol * scale for axis in range(psf.ndim))
 
 
-def dct_gain(psf: np.ndarray, shape: tuple[int, ...], dct_type: int) -> np.ndarray:
-    """Eigenvalues of the symmetric blur in the DCT-I or DCT-II basis, float64 of ``shape``.
+def dct_gain(
+    psf: np.ndarray, shape: tuple[int, ...], dct_type: int, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
+    """Eigenvalues of the symmetric blur in the DCT-I or DCT-II basis, C-contiguous ``dtype``.
 
     On an axis of length ``N`` the blur by a centred symmetric ``h`` multiplies DCT coefficient
     ``k`` by ``sum_j h[j] cos(pi k j / L)``, ``j`` running over offsets from the centre, with
     ``L = N`` for the DCT-II and ``L = N - 1`` for the DCT-I. Axes where the PSF has length 1
-    are left out of the transform (the PSF only scales them).
+    are left out of the transform (the PSF only scales them): the result has length 1 there.
+    Sums run in float64; the last axis is contracted one leading slab at a time into the
+    result, so no full-size float64 array is made for a float32 gain.
     """
-    gain = psf
-    for axis, (n_image, n_psf) in enumerate(zip(shape, psf.shape)):
-        if n_psf == 1:
-            continue
+
+    def cosines(n_image: int, n_psf: int) -> np.ndarray:
         period = n_image if dct_type == 2 else n_image - 1
         offsets = np.arange(n_psf) - n_psf // 2
-        cosines = np.cos(np.pi * np.outer(np.arange(n_image), offsets) / period)
-        gain = np.moveaxis(np.tensordot(cosines, gain, axes=([1], [axis])), 0, axis)
-    return np.ascontiguousarray(gain)
+        return np.cos(np.pi * np.outer(np.arange(n_image), offsets) / period)
+
+    gain = np.asarray(psf, np.float64)
+    for axis, (n_image, n_psf) in enumerate(zip(shape[:-1], psf.shape[:-1])):
+        if n_psf > 1:
+            contracted = np.tensordot(cosines(n_image, n_psf), gain, axes=([1], [axis]))
+            gain = np.moveaxis(contracted, 0, axis)
+    if psf.shape[-1] == 1:
+        return np.ascontiguousarray(gain, dtype=dtype)
+    last = cosines(shape[-1], psf.shape[-1]).T
+    out = np.empty((*gain.shape[:-1], shape[-1]), dtype)
+    if gain.ndim == 1:
+        out[...] = gain @ last
+    for slab, target in zip(gain if gain.ndim > 1 else (), out):
+        target[...] = slab @ last
+    return out
 
 
 def separable_profiles(psf: np.ndarray, rtol: float) -> list[np.ndarray] | None:
@@ -259,10 +289,11 @@ class CostModel:
         self, shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str, transform: str
     ) -> float:
         """Estimated seconds of one convolution by the ``"fft"`` method with ``transform``."""
-        if transform == "rfft":
-            size, factor = math.prod(fft_geometry(shape, psf_shape, boundary).padded_shape), 1.0
+        if transform in ("rfft", "dct2-padded"):
+            size = math.prod(fft_geometry(shape, psf_shape, boundary).padded_shape)
         else:
-            size, factor = math.prod(shape), self.dct_factor
+            size = math.prod(shape)
+        factor = 1.0 if transform == "rfft" else self.dct_factor
         transforms = size * math.log2(max(size, 2)) * self.fft_per_nlogn * factor
         return transforms + size * self.fft_per_sample + self.call_overhead
 

@@ -133,30 +133,44 @@ class _BoundaryPadder:
 
 
 class _DCTOperator:
-    """Reflect/mirror blur by a symmetric PSF: an exact, unpadded DCT-II/DCT-I diagonalisation."""
+    """Blur by a symmetric PSF as an exact DCT diagonalisation.
+
+    ``"dct2"``/``"dct1"``: reflect/mirror, on the image itself (no padding). ``"dct2-padded"``:
+    nearest/constant, a DCT-II of the image padded with the mode's values, then cropped.
+    """
 
     method = "fft"
     inplace = True  # the input is consumed by the forward transform before out is written
 
-    def __init__(self, plan: BlurPlan, psf: np.ndarray, shape, dtype, workers: int):
+    def __init__(self, plan: BlurPlan, psf: np.ndarray, shape, boundary: str, dtype, workers):
         self.plan = plan
-        transform = plan.transform
-        self.transform = transform
-        self._type = 2 if transform == "dct2" else 1
+        self.transform = plan.transform
+        self._type = 1 if plan.transform == "dct1" else 2
         self._axes = tuple(a for a, n in enumerate(psf.shape) if n > 1)
         self._workers = workers
-        self._gain = np.ascontiguousarray(dct_gain(psf, tuple(shape), self._type), dtype=dtype)
+        grid = tuple(shape)
+        self._padder = None
+        if plan.transform == "dct2-padded":
+            self._padder = _BoundaryPadder(fft_geometry(grid, psf.shape, boundary), boundary, dtype)
+            grid = self._padder.geometry.padded_shape
+        self._gain = dct_gain(psf, grid, self._type, dtype)
 
     def convolve(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         if not self._axes:  # a 1x1x1 PSF only scales
             return np.multiply(x, self._gain, out=out)
-        # In place in out: no fresh volume-sized arrays in the loop.
-        if x is not out:
-            np.copyto(out, x)
+        # In place (in out, or the padded buffer): no fresh volume-sized arrays in the loop.
+        if self._padder is not None:
+            work = self._padder.fill(x)
+        else:
+            if x is not out:
+                np.copyto(out, x)
+            work = out
         options = dict(type=self._type, axes=self._axes, workers=self._workers)
-        _in_place(scipy.fft.dctn, out, **options)
-        out *= self._gain
-        _in_place(scipy.fft.idctn, out, **options)
+        _in_place(scipy.fft.dctn, work, **options)
+        work *= self._gain
+        _in_place(scipy.fft.idctn, work, **options)
+        if self._padder is not None:
+            out[...] = work[self._padder.geometry.crop]
         return out
 
     # A symmetric PSF equals its flip, so the correlation is the same operator.
@@ -289,12 +303,12 @@ class NumpyBackend:
         spectrum and one boundary slab (checked against tracemalloc).
         """
         method, _ = choose_method(
-            spec.method, spec.shape, spec.psf, spec.boundary, spec.dtype, NUMPY_COSTS
+            spec.method, spec.shape, spec.psf, spec.boundary, spec.dtype, self.cost_model
         )
         transform = ""
         if method == "fft":
             transform = spectral_transform(
-                spec.psf, spec.shape, spec.boundary, spec.dtype, NUMPY_COSTS
+                spec.psf, spec.shape, spec.boundary, spec.dtype, self.cost_model
             )
         work, observed, support = work_domain(
             spec.shape, spec.psf.shape, spec.boundary, spec.margin
@@ -305,8 +319,13 @@ class NumpyBackend:
             memory = MemoryNeed(small, 0)
         elif method == "separable":
             memory = MemoryNeed(2 * n + small, n)
-        elif transform != "rfft":
+        elif transform in ("dct1", "dct2"):
             memory = MemoryNeed(n + small, n)
+        elif transform == "dct2-padded":
+            padded = fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape
+            real = math.prod(padded) * spec.dtype.itemsize
+            slab = max(real * (m - k) // m for k, m in zip(spec.shape, padded))
+            memory = MemoryNeed(2 * real + slab + small, real)  # padded buffer and gain
         else:
             padded = fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape
             real = math.prod(padded) * spec.dtype.itemsize
@@ -323,12 +342,14 @@ class NumpyBackend:
         if plan.method == "spatial":
             return _SpatialOperator(plan, psf, boundary)
         if plan.method == "separable":
-            _, profiles = choose_method("separable", shape, psf, boundary, spec.dtype, NUMPY_COSTS)
+            _, profiles = choose_method(
+                "separable", shape, psf, boundary, spec.dtype, self.cost_model
+            )
             assert profiles is not None  # choose_method guarantees it
             return _SeparableOperator(plan, profiles, boundary, shape, spec.dtype)
         workers = self.fft_workers(plan.work_shape)
         if plan.transform != "rfft":
-            return _DCTOperator(plan, psf, shape, spec.dtype, workers)
+            return _DCTOperator(plan, psf, shape, boundary, spec.dtype, workers)
         return _FFTOperator(plan, psf, shape, boundary, spec.dtype, workers)
 
     def memory_limits(self) -> MemoryNeed:

@@ -266,8 +266,11 @@ class OpenCLBackend:
             memory = MemoryNeed(spec.psf.size * 4, spec.psf.size * 4)
         elif method == "separable":
             memory = MemoryNeed(2 * n + sum(spec.psf.shape) * 4, n)
-        elif transform != "rfft":
+        elif transform in ("dct1", "dct2"):
             memory = MemoryNeed(n, n)
+        elif transform == "dct2-padded":  # the padded buffer and the DCT gain
+            voxels = math.prod(fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape)
+            memory = MemoryNeed(2 * voxels * 4, voxels * 4)
         else:
             padded = fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape
             spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
@@ -291,7 +294,7 @@ class OpenCLBackend:
             assert profiles is not None  # choose_method guarantees it
             return _SeparableOperator(self, plan, profiles, shape, boundary)
         if transform != "rfft":
-            return _DCTOperator(self, plan, psf, shape)
+            return _DCTOperator(self, plan, psf, shape, boundary)
         return _FFTOperator(self, plan, psf, shape, boundary)
 
     def check_memory(self, need: MemoryNeed) -> None:
@@ -415,29 +418,56 @@ class _SeparableOperator:
 
 
 class _DCTOperator:
-    """Symmetric PSF with reflect/mirror: exact in the DCT-II/DCT-I basis, no padding."""
+    """Symmetric PSF as an exact DCT: reflect/mirror on the image, nearest/constant padded.
+
+    ``"dct2-padded"`` pads the image with the mode's values into a contiguous buffer, runs the
+    DCT-II there and crops (:func:`~gpu_deconv.backends._planning.spectral_transform`).
+    """
 
     method = "fft"
     inplace = True
 
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape):
+    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
+        import pyopencl.array as cla
+
         self.plan = plan
         self._be = backend
-        transform = self.transform = plan.transform
-        dct_type = 2 if transform == "dct2" else 1
+        self.transform = plan.transform
+        dct_type = 1 if plan.transform == "dct1" else 2
+        grid = tuple(shape)
+        self._buffer = None
+        if plan.transform == "dct2-padded":
+            geometry = fft_geometry(grid, psf.shape, boundary)
+            grid = geometry.padded_shape
+            self._buffer = cla.empty(backend.queue, grid, np.float32)
+            m0, m1, m2 = _shape3(grid)
+            n0, n1, n2 = _shape3(shape)
+            b0, b1, b2 = _shape3(geometry.pad_before, fill=0)
+            mode = BOUNDARY_CODES[boundary]
+            self._pad = (_i32(n0, n1, n2, m1, m2, b0, b1, b2, mode), (m2, m1, m0))
+            self._crop = (_i32(n1, n2, m1, m2, b0, b1, b2), (n2, n1, n0))
         axes = tuple(a - len(shape) for a, n in enumerate(psf.shape) if n > 1)
-        gain = np.broadcast_to(dct_gain(psf, shape, dct_type), shape).astype(np.float32)
+        gain = np.broadcast_to(dct_gain(psf, grid, dct_type, np.float32), grid)
         self._gain = backend.upload(gain)
-        self._app = backend.fft_plan(shape, dct=dct_type, axes=axes) if axes else None
+        self._app = backend.fft_plan(grid, dct=dct_type, axes=axes) if axes else None
 
     def convolve(self, x, out):
-        if x is not out:
-            self._be.device_copy(x, out)
+        be = self._be
+        if self._buffer is not None:
+            (pad_args, pad_global), work = self._pad, self._buffer
+            be.launch("pad_boundary", pad_global, work.data, x.data, *pad_args)
+        else:
+            if x is not out:
+                be.device_copy(x, out)
+            work = out
         if self._app is not None:
-            self._app.fft(out)
-        self._be.multiply(out, self._gain, out)
+            self._app.fft(work)
+        be.multiply(work, self._gain, work)
         if self._app is not None:
-            self._app.ifft(out)
+            self._app.ifft(work)
+        if self._buffer is not None:
+            crop_args, crop_global = self._crop
+            be.launch("crop", crop_global, out.data, work.data, *crop_args)
         return out
 
     # A symmetric PSF equals its flip, so the correlation is the same operator.
