@@ -324,3 +324,18 @@ def test_device_selector_picks_the_kth_match(cl_backend):
         pick_device(f"{first[:5]}#{len(devices)}")
     with pytest.raises(gd.BackendUnavailableError, match="'#' must be followed by an index"):
         pick_device("#x")
+
+
+def test_without_pyvkfft_auto_warns_once_and_fft_modes_say_how_to_get_it(cl_backend):
+    from gpu_deconv.backends.opencl_backend import OpenCLBackend
+
+    backend = OpenCLBackend(cl_backend.device.name)
+    backend.transforms = ()  # what a machine without pyvkfft reports
+    image, psf = blob_image((20, 24), seed=1), make_psf((5, 5), "gaussian")
+    with pytest.warns(RuntimeWarning, match="OpenCL runs without FFTs.*pyvkfft"):
+        result = gd.richardson_lucy(image, psf, 5, backend=backend)
+    assert rel_rms(result, oracle_rl(image, psf, 5)) <= 1e-5
+    gd.richardson_lucy(image, psf, 5, backend=backend)  # once per backend: no second warning
+    for kwargs in (dict(method="fft"), dict(boundary="estimate")):
+        with pytest.raises(gd.BackendUnavailableError, match="VKFFT_BACKEND=opencl"):
+            gd.richardson_lucy(image, psf, 5, backend=backend, **kwargs)
