@@ -109,6 +109,7 @@ def richardson_lucy(
     eps = v.check_eps(eps)
     boundary = v.check_boundary(boundary)
     method = v.check_method(method)
+    device = v.check_device(device)
     if not isinstance(backend, str):
         raise TypeError("backend must be a name here, so that each worker builds its own")
     if backend not in available_backends():
