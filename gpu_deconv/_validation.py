@@ -148,6 +148,8 @@ def check_psf(psf: Any, ndim: int, normalize: bool) -> np.ndarray:
 
     The PSF may be larger than the image (a measured PSF often has more planes than a thin
     stack). It stays float64 on the host: operators cast it (or its OTF) to the compute dtype.
+    Its sum may exceed float64 (normalisation divides by a power of two first; the callers
+    scale an unnormalised PSF, see :mod:`gpu_deconv._scaling`).
     """
     arr = _as_real_array(psf, "psf")
     if arr.ndim != ndim:
@@ -169,11 +171,6 @@ def check_psf(psf: Any, ndim: int, normalize: bool) -> np.ndarray:
         k = math.frexp(float(peak))[1] - 1
         np.ldexp(out, -k, out=out)
         out /= out.sum()
-    elif not np.isfinite(out.sum()):
-        raise ValueError(
-            f"psf sums to more than the float64 range (largest value {peak:.3g}); "
-            "pass normalize_psf=True or rescale the PSF"
-        )
     return out
 
 
