@@ -145,8 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_int_list,
         default=None,
         metavar="K[,K...]",
-        help="also write OUTPUT_iterK.tif for these iteration counts, e.g. 10,20 "
-        "(default: none)",
+        help="also write OUTPUT_iterK.tif for these iteration counts, e.g. 10,20 (default: none)",
     )
     run.add_argument(
         "--device",

@@ -274,7 +274,9 @@ def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dic
     # no single-plane volume, which ImageJ reads as 2D); tifffile's shaped TIFF otherwise.
     single_plane_volume = data.ndim == 3 and data.shape[0] == 1
     imagej = data.dtype != np.float64 and data.ndim >= 2 and not single_plane_volume
-    kwargs: dict = {"imagej": imagej, "photometric": "minisblack"}
+    kwargs: dict = {"imagej": imagej}
+    if data.ndim >= 2:  # tifffile takes no photometric for 1D data
+        kwargs["photometric"] = "minisblack"
     if voxel_size is not None and data.ndim >= 2:
         kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
         if data.ndim == 3 and len(voxel_size) == 3:
