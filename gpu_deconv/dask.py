@@ -65,7 +65,8 @@ def richardson_lucy(
         Number of iterations, by default 10.
     backend, method, boundary, eps, normalize_psf, device
         As in :func:`gpu_deconv.richardson_lucy`; each chunk runs there (backend names only,
-        so that workers build their own backend).
+        so that workers build their own backend), so ``eps`` is relative to the maximum of
+        each chunk with its overlap.
     init : {"observed", "mean"} or float, optional
         Starting estimate; ``"mean"`` reads the whole image once to compute its mean.
     dtype : {None, "float32", "float64"}, optional
