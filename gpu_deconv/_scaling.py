@@ -47,10 +47,22 @@ def sum_exponent(array: np.ndarray) -> int:
     return k + exponent(float(np.ldexp(array, -k).sum()))
 
 
+def _times_power_of_two(array: np.ndarray, k: int) -> None:
+    """Multiply ``array`` by ``2**k`` in place: exact unless a result underflows or overflows.
+
+    A multiplication by a normal power of two (20x faster than ``np.ldexp``); exponents
+    beyond the dtype's normal range take several steps, each moving every value the same way.
+    """
+    limit = np.finfo(array.dtype).maxexp - 2  # 2**±limit is a normal number of the dtype
+    while k:
+        part = max(-limit, min(limit, k))
+        np.multiply(array, array.dtype.type(2.0**part), out=array)
+        k -= part
+
+
 def scale_in_place(array: np.ndarray, k: int) -> np.ndarray:
     """Multiply ``array`` by ``2**-k`` in place (exact unless it underflows); return it."""
-    if k:
-        np.ldexp(array, -k, out=array)
+    _times_power_of_two(array, -k)
     return array
 
 
@@ -63,9 +75,8 @@ def unscale_in_place(array: np.ndarray, k: int) -> np.ndarray:
         If a value overflows the array's dtype (deconvolution sharpens peaks above the
         image's maximum, so an image near the top of the float32 range can overflow).
     """
-    if k:
-        with np.errstate(over="ignore"):
-            np.ldexp(array, k, out=array)
+    with np.errstate(over="ignore"):
+        _times_power_of_two(array, k)
     if not np.isfinite(array).all():
         top = np.finfo(array.dtype).max
         raise ValueError(

@@ -102,7 +102,7 @@ def _cast(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     """
     if arr.dtype.kind == "f" and np.dtype(dtype).itemsize < arr.dtype.itemsize:
         info = np.finfo(dtype)
-        peak = float(np.max(np.abs(arr)))
+        peak = max(float(arr.max()), -float(arr.min()))  # no |arr| temporary
         if peak > info.max:
             raise ValueError(
                 f"{name} has values up to {peak:.3g}, beyond the {info.dtype} range "
