@@ -127,11 +127,16 @@ def read_image(path: str | os.PathLike) -> TiffImage:
     IsADirectoryError
         If ``path`` is a directory but not a zarr array.
     ValueError
-        If the file is not a readable TIFF or zarr array.
+        If the file is not a readable TIFF or zarr array, or zarr/dask are not installed.
     """
     path = Path(path)
     if path.is_dir() and is_zarr(path):
-        return TiffImage(np.asarray(open_lazy(path).compute()), None)
+        try:
+            return TiffImage(np.asarray(open_lazy(path).compute()), None)
+        except ImportError as exc:
+            raise ValueError(
+                f"reading the zarr array {path} needs dask and zarr: pip install 'gpu_deconv[dask]'"
+            ) from exc
     return read_tiff(path)
 
 
@@ -398,6 +403,8 @@ def _is_zarr_store(path: Path) -> bool:
 
 def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
     """Open a zarr array or a TIFF as a lazy dask array (nothing is read yet).
+
+    A zarr array keeps its shape; a TIFF gets the shape :func:`read_tiff` gives it.
 
     Parameters
     ----------
