@@ -6,6 +6,7 @@ The public API: :func:`richardson_lucy`, :func:`convolve`, :func:`correlate`,
 """
 
 from . import metrics, psf
+from ._precision import PrecisionWarning
 from ._rl import choose_method, convolve, correlate, richardson_lucy
 from .backends import BackendUnavailableError, available_backends, get_backend
 from .backends._opencl_devices import DeviceInfo, list_devices
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "DeviceInfo",
+    "PrecisionWarning",
     "available_backends",
     "choose_method",
     "convolve",

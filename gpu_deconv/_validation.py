@@ -7,6 +7,7 @@ can assume clean, finite, correctly typed arrays.
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -70,6 +71,12 @@ def resolve_dtype(
 
 
 def _as_real_array(array: Any, name: str) -> np.ndarray:
+    if isinstance(array, np.ma.MaskedArray):
+        # np.isfinite ignores masked entries and the raw data would be used: refuse.
+        raise TypeError(
+            f"{name} is a numpy masked array, whose mask Richardson-Lucy cannot honour; pass "
+            f"{name}.filled(value) to choose the masked voxels' values, or {name}.data"
+        )
     if isinstance(array, np.ndarray):
         arr = array
     else:
@@ -92,6 +99,31 @@ def _as_real_array(array: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _cast(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """Return a C-contiguous copy of ``arr`` in ``dtype``; raise if values leave its range.
+
+    The finite check runs before the cast: float64 values beyond float32 would become inf,
+    and a float64 array whose largest magnitude is below float32's normal range would become
+    (nearly) all zeros.
+    """
+    if arr.dtype.kind == "f" and np.dtype(dtype).itemsize < arr.dtype.itemsize:
+        info = np.finfo(dtype)
+        peak = max(float(arr.max()), -float(arr.min()))  # no |arr| temporary
+        if peak > info.max:
+            raise ValueError(
+                f"{name} has values up to {peak:.3g}, beyond the {info.dtype} range "
+                f"(largest {info.max:.3g}); compute in float64 (dtype='float64', NumPy "
+                f"backend) or rescale {name}"
+            )
+        if 0 < peak < info.tiny:
+            raise ValueError(
+                f"{name} has values only up to {peak:.3g}, below the {info.dtype} range "
+                f"(smallest normal {info.tiny:.3g}); compute in float64 (dtype='float64', "
+                f"NumPy backend) or rescale {name}"
+            )
+    return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
 def check_image(
     image: Any,
     dtype: Any,
@@ -106,7 +138,7 @@ def check_image(
     non-negative photon counts); ``stacklevel`` makes the warning point at the user's call.
     """
     arr = _as_real_array(image, name)
-    out = np.array(arr, dtype=resolve_dtype(dtype, arr.dtype, supported), order="C", copy=True)
+    out = _cast(arr, resolve_dtype(dtype, arr.dtype, supported), name)
     if (out < 0).any():
         warnings.warn(
             f"{name} has negative values (min {out.min():g}); they are clipped to 0",
@@ -122,6 +154,8 @@ def check_psf(psf: Any, ndim: int, normalize: bool) -> np.ndarray:
 
     The PSF may be larger than the image (a measured PSF often has more planes than a thin
     stack). It stays float64 on the host: operators cast it (or its OTF) to the compute dtype.
+    Its sum may exceed float64 (normalisation divides by a power of two first; the callers
+    scale an unnormalised PSF, see :mod:`gpu_deconv._scaling`).
     """
     arr = _as_real_array(psf, "psf")
     if arr.ndim != ndim:
@@ -136,11 +170,13 @@ def check_psf(psf: Any, ndim: int, normalize: bool) -> np.ndarray:
     if out.min() < -PSF_NEGATIVE_RTOL * max(peak, 0.0) or (peak <= 0 and out.min() < 0):
         raise ValueError(f"psf has negative values (min {out.min():g}); a PSF must be >= 0")
     np.maximum(out, 0, out=out)
-    total = out.sum()
-    if total <= 0:
+    if peak <= 0:
         raise ValueError("psf is all zeros; a PSF must have a positive sum")
     if normalize:
-        out /= total
+        # Divided by its largest power of two first (exact), the sum cannot overflow.
+        k = math.frexp(float(peak))[1] - 1
+        np.ldexp(out, -k, out=out)
+        out /= out.sum()
     return out
 
 
@@ -222,8 +258,38 @@ def initial_estimate(
             raise ValueError(f"init must have the image's shape {image.shape}, got {arr.shape}")
         if (arr < 0).any():
             raise ValueError("init has negative values; the starting estimate must be >= 0")
-        return np.array(arr, dtype=image.dtype, order="C", copy=True)
+        if not arr.any():
+            raise ValueError("init is all zeros; the estimate would stay 0 (give positive values)")
+        return _cast(arr, image.dtype, "init")
     raise TypeError(f"init must be 'observed', 'mean', a positive number or an array, got {init!r}")
+
+
+def check_device(device: Any) -> str | None:
+    """Return ``device`` if it is None or a device name (str), else raise ``TypeError``."""
+    if device is None or isinstance(device, str):
+        return device
+    hint = f"; for the k-th device pass device='#{device}'" if isinstance(device, int) else ""
+    raise TypeError(
+        f"device must be a device name substring (str) or None, got "
+        f"{type(device).__name__} {device!r}{hint}"
+    )
+
+
+def format_bytes(count: float) -> str:
+    """Return a byte count for messages, in the largest binary unit that keeps it >= 1.
+
+    Examples
+    --------
+    >>> format_bytes(1), format_bytes(1536), format_bytes(3 * 2**30)
+    ('1 byte', '1.5 KiB', '3 GiB')
+    """
+    if count < 1024:
+        return f"{count:.0f} byte" + ("" if count == 1 else "s")
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        count /= 1024
+        if count < 1024 or unit == "TiB":
+            break
+    return f"{count:.3g} {unit}"
 
 
 def check_max_memory(max_memory: Any) -> int | None:

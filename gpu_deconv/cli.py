@@ -1,14 +1,19 @@
 """The ``gpu-deconv`` command line: ``run``, ``demo``, ``bench``, ``devices``, ``psf gaussian``.
 
-Bad input exits with code 2 and one line on stderr; outputs are written atomically.
+Bad input, and an output that cannot be written, exit with code 2 and one line on stderr;
+Ctrl-C exits with 130 and SIGTERM with 143, each with one line. Outputs are written
+atomically, all of a run's outputs or none, and no temporary file is left behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,8 @@ from .backends import BackendUnavailableError, available_backends
 from .io import OUTPUT_DTYPES
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 # In an editable install (pip install -e), the package sits in the source checkout.
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -67,80 +74,114 @@ def _init(text: str) -> str | float:
         return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is in ``--help``)."""
+
+    def error(self, message: str):
+        """Exit with code 2 and one line on stderr."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="gpu-deconv", description="Richardson-Lucy deconvolution of 2D/3D TIFF images."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
         "run",
-        help="deconvolve a TIFF or zarr image with a TIFF PSF",
+        help="deconvolve a TIFF or zarr image with a TIFF or zarr PSF",
         description="A zarr input or output, or --scheduler, runs chunk by chunk on dask: "
         "volumes larger than memory stream from the input to the output.",
     )
-    run.add_argument("image", type=Path, help="input TIFF or zarr array (2D or 3D)")
-    run.add_argument("--psf", type=Path, required=True, help="PSF TIFF with the image's ndim")
-    run.add_argument("-n", "--iterations", type=int, default=10, help="iterations (default 10)")
+    run.add_argument("image", type=Path, help="input TIFF or zarr array (1D to 3D)")
+    run.add_argument(
+        "--psf", type=Path, required=True, help="PSF (TIFF or zarr) with the image's ndim"
+    )
+    run.add_argument(
+        "-n", "--iterations", type=int, default=10, help="iterations (default: %(default)s)"
+    )
     run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF or .zarr")
-    run.add_argument("--backend", default="auto", choices=available_backends())
-    run.add_argument("--method", default="auto", choices=METHODS)
+    run.add_argument(
+        "--backend",
+        default="auto",
+        choices=available_backends(),
+        help="compute backend (default: %(default)s: OpenCL on a GPU, else NumPy)",
+    )
+    run.add_argument(
+        "--method", default="auto", choices=METHODS, help="convolution method (default: auto)"
+    )
     run.add_argument(
         "--boundary",
         default="reflect",
         choices=BOUNDARIES + ESTIMATED_BOUNDARIES,
-        help="edges (default reflect); 'estimate' estimates the scene beyond them",
+        help="edge handling, scipy.ndimage names, or 'estimate' to estimate the scene beyond "
+        "the edges (default: %(default)s)",
     )
     run.add_argument(
         "--margin",
         type=_margin,
         default="full",
         metavar="full|half|N[,N,N]",
-        help="with --boundary estimate: voxels estimated beyond each edge (default full)",
+        help="with --boundary estimate: voxels estimated beyond each edge (default: full)",
     )
     run.add_argument(
         "--mask",
         type=Path,
         default=None,
         help="TIFF or zarr of the image's shape, nonzero where a voxel is observed "
-        "(0: saturated, dead, missing)",
+        "(0: saturated, dead, missing; default: all observed)",
     )
     run.add_argument(
         "--init",
         type=_init,
         default=None,
-        help="'observed', 'mean' or a positive number (default: observed; mean with "
-        "--boundary estimate)",
+        help="starting estimate: 'observed', 'mean' or a positive number in the image's "
+        "units (default: observed; mean with --boundary estimate)",
     )
-    run.add_argument("--eps", type=float, default=1e-12)
+    run.add_argument(
+        "--eps",
+        type=float,
+        default=1e-12,
+        help="the ratio is 0 where the blurred estimate is at most EPS times the image's "
+        "maximum (default: %(default)s)",
+    )
     run.add_argument(
         "--dtype",
         default="float32",
         choices=["float32", "float64"],
-        help="compute dtype (default float32; float64 on the numpy backend only)",
+        help="compute dtype (default: %(default)s; float64 on the numpy backend only)",
     )
     run.add_argument(
         "--output-dtype",
         default="float32",
         choices=list(OUTPUT_DTYPES),
-        help="dtype written (default float32); integer types are rounded, and values outside "
-        "their range are clipped with a warning",
+        help="dtype written (default: %(default)s); integer types are rounded, and values "
+        "outside their range are clipped with a warning",
     )
     run.add_argument(
         "--snapshots",
         type=_int_list,
         default=None,
-        help="also write OUTPUT_iterK.tif for these iteration counts, e.g. 10,20",
+        metavar="K[,K...]",
+        help="also write OUTPUT_iterK.tif for these iteration counts, e.g. 10,20 (default: none)",
     )
     run.add_argument(
-        "--device", default=None, help="OpenCL device name substring (NAME#k: the k-th match)"
+        "--device",
+        default=None,
+        help="OpenCL device name substring, NAME#k for the k-th match (default: "
+        "$GPU_DECONV_DEVICE, else the first GPU)",
     )
     run.add_argument(
         "--tile-shape",
         type=_tile_shape,
         default="auto",
         metavar="auto|none|Z,Y,X",
-        help="tile (dask: chunk) size; 'auto' (default) tiles only what does not fit memory",
+        help="tile (dask: chunk) size; 'auto' tiles only what does not fit memory "
+        "(default: %(default)s)",
     )
     run.add_argument(
         "--overlap",
@@ -160,9 +201,14 @@ def _parser() -> argparse.ArgumentParser:
         "--scheduler",
         default=None,
         metavar="threads|sync|ADDRESS",
-        help="run on dask: a local scheduler, or the address of a dask.distributed scheduler",
+        help="run on dask: a local scheduler, or the address of a dask.distributed scheduler "
+        "(default: none; zarr inputs and outputs use threads)",
     )
-    run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs (never the input image or PSF)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo", help="reproduce the Richardson-Lucy tutorial on bundled data")
@@ -202,38 +248,53 @@ def _snapshot_path(output: Path, k: int) -> Path:
 def _run(args: argparse.Namespace) -> None:
     from ._rl import richardson_lucy
     from .io import (
+        check_free_space,
         check_output_path,
         convert_for_output,
         is_zarr,
-        open_lazy,
+        read_image,
         read_tiff,
-        write_tiff,
+        write_tiffs,
     )
 
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
-    outputs = [args.output] + [_snapshot_path(args.output, k) for k in args.snapshots or []]
-    for path in outputs:  # refuse before spending minutes on the deconvolution
-        check_output_path(path, args.overwrite)
+    snapshots = sorted(set(args.snapshots or []))
+    outputs = [(args.output, args.iterations)]
+    outputs += [(_snapshot_path(args.output, k), k) for k in snapshots]
+    inputs = _inputs(args)
+    for path, _ in outputs:  # refuse before spending minutes on the deconvolution
+        check_output_path(path, args.overwrite, inputs=inputs)
     image = read_tiff(args.image)
-    psf = read_tiff(args.psf)
-    wanted = sorted(set(args.snapshots or []) | {args.iterations})
-    mask = None if args.mask is None else np.asarray(open_lazy(args.mask)) != 0
+    psf = read_image(args.psf)
+    size = image.data.size * np.dtype(args.output_dtype).itemsize
+    check_free_space(args.output.parent, len(outputs) * size)
+    mask = None if args.mask is None else read_image(args.mask).data != 0
     estimates = richardson_lucy(
         image.data,
         psf.data,
         args.iterations,
-        snapshots=wanted,
+        snapshots=sorted({*snapshots, args.iterations}),
         progress=not args.quiet,
         tile_shape=args.tile_shape,
         mask=mask,
         **_options(args),
     )
-    targets = [(_snapshot_path(args.output, k), k) for k in args.snapshots or []]
-    for path, k in [*targets, (args.output, args.iterations)]:
+    written = []
+    for path, k in outputs:
         data, clipped = convert_for_output(estimates[k], args.output_dtype)
         _report_clipping(path, clipped, args.output_dtype)
-        write_tiff(path, data, image.voxel_size, args.overwrite)
+        written.append((path, data))
+    # All or nothing: every output is complete in its temporary file before any is renamed.
+    write_tiffs(written, image.voxel_size, args.overwrite)
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """Return the files a run reads, which no output may replace."""
+    inputs = {"image": args.image, "psf": args.psf}
+    if args.mask is not None:
+        inputs["mask"] = args.mask
+    return inputs
 
 
 def _report_clipping(path: Path, clipped: int, dtype: str) -> None:
@@ -268,10 +329,11 @@ def _run_lazy(args: argparse.Namespace) -> None:
     """Chunk by chunk on dask, from a zarr or TIFF input to a zarr (or TIFF) output."""
     from . import dask as gdd
     from .io import (
+        check_free_space,
         check_output_path,
         is_zarr,
         open_lazy,
-        read_tiff,
+        read_image,
         read_tiff_voxel_size,
         write_tiff,
         write_zarr,
@@ -282,13 +344,15 @@ def _run_lazy(args: argparse.Namespace) -> None:
     zarr_out = is_zarr(args.output)
     if zarr_out and args.output_dtype not in ("float32", "float64"):
         raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
-    check_output_path(args.output, args.overwrite)
+    check_output_path(args.output, args.overwrite, inputs=_inputs(args))
     image = open_lazy(args.image)
+    if not zarr_out:  # TIFFs are written uncompressed: their size is known now
+        check_free_space(args.output.parent, image.size * np.dtype(args.output_dtype).itemsize)
     chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
     mask = None if args.mask is None else open_lazy(args.mask) != 0
     result = gdd.richardson_lucy(
         image,
-        read_tiff(args.psf).data,
+        read_image(args.psf).data,
         args.iterations,
         chunks=chunks,
         mask=mask,
@@ -416,8 +480,42 @@ def _psf(args: argparse.Namespace) -> None:
     write_tiff(args.output, psf.astype(np.float32), overwrite=args.overwrite)
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that cleanup runs as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (what batch schedulers send) into :class:`_Terminated` while inside."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Return the message of ``exc`` on one line (an ``OSError``: its reason and file names)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+        message = f"{exc.strerror}: {' -> '.join(names)}" if names else exc.strerror
+    else:
+        message = str(exc)
+    return " ".join(message.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 ok, 2 bad input; bench: the driver's).
+    """Run the command line; return the exit code.
+
+    0: done; 2: bad input or an output that cannot be written (one line on stderr);
+    130: interrupted (Ctrl-C); 143: terminated (SIGTERM); ``bench``: the driver's code.
 
     Parameters
     ----------
@@ -429,20 +527,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Process exit code.
     """
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already reported)
+        return exc.code if isinstance(exc.code, int) else 0
     handlers = {"run": _run, "demo": _demo, "bench": _bench, "devices": _devices, "psf": _psf}
     try:
-        code = handlers[args.command](args)
+        with _sigterm_raises():
+            code = handlers[args.command](args)
     except (
         ValueError,
         TypeError,
-        FileNotFoundError,
-        FileExistsError,
+        OSError,  # FileNotFoundError, FileExistsError, PermissionError, a full disk, ...
         BackendUnavailableError,
         MemoryError,
     ) as exc:
-        print(f"gpu-deconv: error: {exc}", file=sys.stderr)
+        print(f"gpu-deconv: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("gpu-deconv: interrupted (Ctrl-C); unfinished outputs removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Terminated:
+        print("gpu-deconv: terminated (SIGTERM); unfinished outputs removed", file=sys.stderr)
+        return EXIT_TERMINATED
     return code or 0
 
 

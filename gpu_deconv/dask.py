@@ -73,8 +73,9 @@ def richardson_lucy(
         Number of iterations, by default 10.
     backend, method, boundary, eps, normalize_psf, device, margin
         As in :func:`gpu_deconv.richardson_lucy`; each chunk runs there (backend names only,
-        so that workers build their own backend). With ``boundary="estimate"`` every chunk's
-        window estimates its own edges.
+        so that workers build their own backend), so ``eps`` is relative to the maximum of
+        each chunk with its overlap. With ``boundary="estimate"`` every chunk's window
+        estimates its own edges.
     init : {None, "observed", "mean"} or float, optional
         Starting estimate, as in :func:`gpu_deconv.richardson_lucy`; ``"mean"`` reads the
         whole image once to compute its mean.
@@ -121,6 +122,7 @@ def richardson_lucy(
     eps = v.check_eps(eps)
     boundary = v.check_boundary(boundary, estimate=True)
     method = v.check_method(method)
+    device = v.check_device(device)
     if not isinstance(backend, str):
         raise TypeError("backend must be a name here, so that each worker builds its own")
     if backend not in available_backends():

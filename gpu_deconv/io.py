@@ -1,11 +1,19 @@
-"""TIFF and zarr input and output: voxel-size metadata kept, outputs written atomically."""
+"""TIFF and zarr input and output: voxel-size metadata kept, outputs written atomically.
+
+Outputs are first written to hidden temporary files (or directories) next to their target,
+created with the usual permissions (``0o666`` for files, ``0o777`` for directories, less the
+umask, as any other new file), and renamed onto the target only once complete; several
+outputs of one run are renamed only once all of them are complete.
+"""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import secrets
 import shutil
-import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +44,19 @@ def convert_for_output(data: np.ndarray, dtype: str) -> tuple[np.ndarray, int]:
     Raises
     ------
     ValueError
-        If ``dtype`` is not one of :data:`OUTPUT_DTYPES`.
+        If ``dtype`` is not one of :data:`OUTPUT_DTYPES`, or a float result exceeds the range
+        of a narrower float ``dtype``.
     """
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"unknown output dtype {dtype!r}; allowed: {', '.join(OUTPUT_DTYPES)}")
     if dtype.startswith("float"):
-        return data.astype(dtype), 0
+        largest = float(np.finfo(dtype).max)
+        if data.dtype.itemsize > np.dtype(dtype).itemsize and np.abs(data).max() > largest:
+            raise ValueError(
+                f"the result reaches {float(np.abs(data).max()):.3g}, beyond the {dtype} "
+                f"range (largest {largest:.3g}); write float64 (CLI: --output-dtype float64)"
+            )
+        return data.astype(dtype, copy=False), 0
     top = np.iinfo(dtype).max
     rounded = np.rint(data)
     clipped = int(np.count_nonzero((rounded < 0) | (rounded > top)))
@@ -50,12 +65,12 @@ def convert_for_output(data: np.ndarray, dtype: str) -> tuple[np.ndarray, int]:
 
 @dataclass(frozen=True)
 class TiffImage:
-    """An image read from a TIFF file.
+    """An image read from a TIFF file (or a zarr array).
 
     Attributes
     ----------
     data : ndarray
-        Pixel data, squeezed of length-1 axes.
+        Pixel data with the file's own axes (see :func:`read_tiff`).
     voxel_size : tuple of float or None
         Voxel size per axis (z, y, x or y, x) in the file's unit, when the file records it.
     """
@@ -65,7 +80,12 @@ class TiffImage:
 
 
 def read_tiff(path: str | os.PathLike) -> TiffImage:
-    """Read a 2D or 3D TIFF (ImageJ hyperstacks included) with its voxel size.
+    """Read a 1D, 2D or 3D TIFF (ImageJ hyperstacks included) with its voxel size.
+
+    The array keeps the shape the file declares: a ``(1, 9, 9)`` PSF stays 3D and a
+    ``(1, N)`` image 2D (ImageJ files declare only their axes longer than one, as ImageJ
+    itself reads them). Only length-1 axes in front of the last three are dropped, so that
+    a single-channel or single-time-point hyperstack reads as its Z, Y, X volume.
 
     Parameters
     ----------
@@ -81,20 +101,63 @@ def read_tiff(path: str | os.PathLike) -> TiffImage:
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a directory (a zarr array: use :func:`read_image`).
     ValueError
         If the file is not a readable TIFF.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+    path = _existing_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            data = tif.asarray()
-            page = tif.pages[0]
-            voxel = _voxel_size(tif, page, np.squeeze(data).ndim)
+            data = tif.series[0].asarray()
+            data = data.reshape(tiff_shape(tif))
+            voxel = _voxel_size(tif, tif.pages[0], data.ndim)
     except (tifffile.TiffFileError, ValueError, OSError) as exc:
         raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
-    return TiffImage(np.squeeze(data), voxel)
+    return TiffImage(data, voxel)
+
+
+def read_image(path: str | os.PathLike) -> TiffImage:
+    """Read a TIFF file (:func:`read_tiff`) or a whole zarr array into memory.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a directory but not a zarr array.
+    ValueError
+        If the file is not a readable TIFF or zarr array, or zarr/dask are not installed.
+    """
+    path = Path(path)
+    if path.is_dir() and is_zarr(path):
+        try:
+            return TiffImage(np.asarray(open_lazy(path).compute()), None)
+        except ImportError as exc:
+            raise ValueError(
+                f"reading the zarr array {path} needs dask and zarr: pip install 'gpu_deconv[dask]'"
+            ) from exc
+    return read_tiff(path)
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        kind = "a zarr array" if is_zarr(path) else "a directory"
+        raise IsADirectoryError(f"{path} is {kind}, not a TIFF file")
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    return path
+
+
+def tiff_shape(tif: tifffile.TiffFile) -> tuple[int, ...]:
+    """Return the shape :func:`read_tiff` gives a TIFF's first series (see there)."""
+    shape = tuple(tif.series[0].shape)
+    while len(shape) > 3 and 1 in shape[:-3]:
+        lead = list(shape[:-3])
+        lead.remove(1)
+        shape = (*lead, *shape[-3:])
+    return shape
 
 
 def _voxel_size(tif, page, ndim: int) -> tuple[float, ...] | None:
@@ -106,16 +169,40 @@ def _voxel_size(tif, page, ndim: int) -> tuple[float, ...] | None:
         return den / num if num else None
 
     x, y = resolution("XResolution"), resolution("YResolution")
-    if x is None or y is None or (x == 1.0 and y == 1.0):
+    if x is None or y is None or (x == 1.0 and y == 1.0) or ndim < 2:
         return None
     if ndim == 2:
         return (y, x)
-    z = (tif.imagej_metadata or {}).get("spacing")
+    shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    z = (tif.imagej_metadata or shaped or {}).get("spacing")
     return (float(z) if z else 1.0, y, x)
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_output_path(
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    inputs: Mapping[str, str | os.PathLike] | None = None,
+) -> Path:
     """Return ``path`` as a Path if an output may be written there, else raise.
+
+    Everything that can be known before computing is checked: the target, its directory
+    (which must exist and take a new file: a temporary file is created and removed there),
+    and that it is none of the ``inputs``. A TIFF output may not replace a directory and a
+    zarr output (a ``.zarr`` path) may replace only a zarr array.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file or zarr directory.
+    overwrite : bool, optional
+        Whether an existing output may be replaced, by default False.
+    inputs : mapping of str to path, optional
+        Files the run reads, by role (e.g. ``{"image": ..., "psf": ...}``): never replaced.
+
+    Returns
+    -------
+    Path
 
     Raises
     ------
@@ -123,15 +210,83 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         If ``path`` exists and ``overwrite`` is False.
     FileNotFoundError
         If its directory does not exist.
+    IsADirectoryError
+        If ``path`` is a directory and not a ``.zarr`` path.
+    PermissionError, OSError
+        If its directory does not take new files (read-only, not writable, ...).
+    ValueError
+        If ``path`` is one of the ``inputs``.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(
+                f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            )
+        for role, source in (inputs or {}).items():
+            if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+                raise ValueError(f"{path} is the input {role}; write the result to another file")
+        if path.suffix == ".zarr":
+            if not _is_zarr_store(path):
+                raise FileExistsError(f"{path} exists and is not a zarr array; not replacing it")
+        elif path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory; give an output file name")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    try:
+        _temporary(path, ".probe").unlink()
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno, f"cannot write to the output directory {path.parent} ({exc.strerror})"
+        ) from exc
     return path
+
+
+def check_free_space(directory: str | os.PathLike, nbytes: int) -> None:
+    """Raise ``OSError`` (``ENOSPC``) if ``directory``'s filesystem has under ``nbytes`` free."""
+    from ._validation import format_bytes
+
+    free = shutil.disk_usage(directory).free
+    if nbytes > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough free space in {directory}: the outputs need about "
+            f"{format_bytes(nbytes)}, {format_bytes(free)} are free",
+        )
+
+
+def _temporary(path: Path, suffix: str, directory: bool = False) -> Path:
+    """Create a new hidden file (or directory) beside ``path``, with the umask's permissions.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600, kept by the rename), the mode is the one any
+    other new file gets: ``0o666`` (``0o777`` for directories) less the umask.
+    """
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            if directory:
+                os.mkdir(candidate, 0o777)
+            else:
+                os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dict:
+    # ImageJ hyperstacks where ImageJ reads the shape back as written (no float64, no 1D,
+    # no single-plane volume, which ImageJ reads as 2D); tifffile's shaped TIFF otherwise.
+    single_plane_volume = data.ndim == 3 and data.shape[0] == 1
+    imagej = data.dtype != np.float64 and data.ndim >= 2 and not single_plane_volume
+    kwargs: dict = {"imagej": imagej}
+    if data.ndim >= 2:  # tifffile takes no photometric for 1D data
+        kwargs["photometric"] = "minisblack"
+    if voxel_size is not None and data.ndim >= 2:
+        kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
+        if data.ndim == 3 and len(voxel_size) == 3:
+            kwargs["metadata"] = {"spacing": voxel_size[0], "axes": "ZYX"}
+    return kwargs
 
 
 def write_tiff(
@@ -143,14 +298,15 @@ def write_tiff(
     """Write ``data`` as an ImageJ-compatible TIFF, atomically.
 
     The data go to a temporary file in the target directory, which is renamed onto ``path`` only
-    once complete: an interrupted write never leaves a truncated file.
+    once complete: an interrupted write never leaves a truncated file. The file gets the
+    permissions of any new file (``0o666`` less the umask), also when it replaces one.
 
     Parameters
     ----------
     path : str or PathLike
         Output file.
     data : ndarray
-        2D or 3D array (float32, uint16, ...).
+        1D, 2D or 3D array (float32, uint16, ...); :func:`read_tiff` reads its shape back.
     voxel_size : tuple of float, optional
         (z,) y, x voxel size to record.
     overwrite : bool, optional
@@ -167,32 +323,88 @@ def write_tiff(
         If ``path`` exists and ``overwrite`` is False.
     FileNotFoundError
         If the output directory does not exist.
+    OSError
+        If the directory does not take the file (see :func:`check_output_path`) or the disk
+        is full; nothing is left behind.
     """
-    path = check_output_path(path, overwrite)
-    kwargs: dict = {"imagej": data.dtype != np.float64, "photometric": "minisblack"}
-    if voxel_size is not None:
-        kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
-        if data.ndim == 3 and len(voxel_size) == 3:
-            kwargs["metadata"] = {"spacing": voxel_size[0], "axes": "ZYX"}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)  # tifffile opens the file by name
+    return write_tiffs([(path, data)], voxel_size, overwrite)[0]
+
+
+def write_tiffs(
+    outputs: Sequence[tuple[str | os.PathLike, np.ndarray]],
+    voxel_size: tuple[float, ...] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write several TIFFs all or nothing, as :func:`write_tiff` writes one.
+
+    Every output is written to its temporary file first; only once all are complete are they
+    renamed onto their targets. A failure (a full disk, an interrupt) removes the temporary
+    files and leaves every target as it was.
+
+    Parameters
+    ----------
+    outputs : sequence of (path, ndarray)
+        Target paths (all different) and their data.
+    voxel_size : tuple of float, optional
+        (z,) y, x voxel size to record in every file.
+    overwrite : bool, optional
+        Replace existing files, by default False.
+
+    Returns
+    -------
+    list of Path
+        The written paths.
+
+    Raises
+    ------
+    ValueError
+        If two outputs have the same path.
+    FileExistsError, FileNotFoundError, OSError
+        As :func:`write_tiff`.
+    """
+    paths = [check_output_path(path, overwrite) for path, _ in outputs]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError(f"outputs must be different files, got {[str(p) for p in paths]}")
+    by_directory: dict[Path, int] = {}
+    for path, (_, data) in zip(paths, outputs):
+        by_directory[path.parent] = by_directory.get(path.parent, 0) + data.nbytes
+    for directory, nbytes in by_directory.items():
+        check_free_space(directory, nbytes)
+    temporaries: list[Path] = []
     try:
-        tifffile.imwrite(tmp, data, **kwargs)
-        os.replace(tmp, path)
+        for path, (_, data) in zip(paths, outputs):
+            temporaries.append(_temporary(path, ".tmp"))
+            try:
+                tifffile.imwrite(temporaries[-1], data, **_tiff_options(data, voxel_size))
+            except OSError as exc:  # tifffile reports a full disk as "N requested, M written"
+                reason = exc.strerror or str(exc)
+                if shutil.disk_usage(path.parent).free < data.nbytes:
+                    reason += "; the disk is full"
+                raise OSError(exc.errno, f"could not write {path}: {reason}") from exc
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
         raise
-    return path
+    return paths
 
 
 def is_zarr(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a zarr store (a ``.zarr`` directory, existing or to be)."""
     path = Path(path)
-    return path.suffix == ".zarr" or (path / "zarr.json").is_file() or (path / ".zarray").is_file()
+    return path.suffix == ".zarr" or _is_zarr_store(path)
+
+
+def _is_zarr_store(path: Path) -> bool:
+    """Whether ``path`` is an existing zarr array or group (v2 or v3 metadata)."""
+    return any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
 def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
     """Open a zarr array or a TIFF as a lazy dask array (nothing is read yet).
+
+    A zarr array keeps its shape; a TIFF gets the shape :func:`read_tiff` gives it.
 
     Parameters
     ----------
@@ -219,12 +431,12 @@ def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
+    if path.is_dir() and not is_zarr(path):
+        raise IsADirectoryError(f"{path} is a directory, but not a zarr array")
     try:
         array = da.from_zarr(str(path)) if path.is_dir() else _lazy_tiff(path)
     except (tifffile.TiffFileError, ValueError, OSError, KeyError) as exc:
         raise ValueError(f"{path} is neither a zarr array nor a readable TIFF ({exc})") from exc
-    if 1 in array.shape:  # TIFF stacks of one plane, singleton channels
-        array = array.squeeze()
     return array if chunks is None else array.rechunk(chunks)
 
 
@@ -237,9 +449,9 @@ def _lazy_tiff(path: Path) -> Any:
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        shape, dtype, pages = tuple(series.shape), series.dtype, len(series.pages)
+        shape, dtype, pages = tiff_shape(tif), series.dtype, len(series.pages)
     if len(shape) < 3 or shape[0] != pages:  # one plane, or a layout not one page per plane
-        read = dask.delayed(tifffile.imread)(str(path))
+        read = dask.delayed(_read_whole)(str(path), shape)
         return da.from_delayed(read, shape=shape, dtype=dtype)
     plane = math.prod(shape[1:]) * dtype.itemsize
     step = max(1, TIFF_CHUNK_BYTES // plane)
@@ -254,6 +466,10 @@ def _lazy_tiff(path: Path) -> Any:
     return da.concatenate(parts)
 
 
+def _read_whole(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    return tifffile.imread(path).reshape(shape)
+
+
 def _read_planes(path: str, start: int, stop: int) -> np.ndarray:
     planes = tifffile.imread(path, key=range(start, stop))
     return planes.reshape(stop - start, *planes.shape[-2:]) if planes.ndim >= 2 else planes
@@ -263,8 +479,7 @@ def read_tiff_voxel_size(path: str | os.PathLike) -> tuple[float, ...] | None:
     """Return the voxel size a TIFF records (as :func:`read_tiff` does), reading no pixels."""
     try:
         with tifffile.TiffFile(path) as tif:
-            ndim = sum(n > 1 for n in tif.series[0].shape)
-            return _voxel_size(tif, tif.pages[0], ndim)
+            return _voxel_size(tif, tif.pages[0], len(tiff_shape(tif)))
     except (tifffile.TiffFileError, ValueError, OSError) as exc:
         raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
 
@@ -300,9 +515,12 @@ def write_zarr(
         If ``path`` exists and ``overwrite`` is False.
     FileNotFoundError
         If the output directory does not exist.
+    IsADirectoryError, OSError
+        As :func:`check_output_path`: ``path`` is a directory but not a zarr array, or its
+        directory does not take new files.
     """
     path = check_output_path(path, overwrite)
-    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    partial = _temporary(path, ".partial", directory=True)
     try:
         store = array.to_zarr(str(partial), overwrite=True, compute=False)
         (compute or (lambda task: task.compute()))(store)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_max_memory
+from ._validation import check_max_memory, format_bytes
 from .backends import Backend
 from .backends._base import BlurSpec, MemoryNeed
 from .backends._planning import fast_length
@@ -385,7 +385,8 @@ def plan_for_backend(
         total = (need(spec) if plan is None else window_need(window)).total
         if total > max_memory:
             raise MemoryError(
-                f"a piece of {window} voxels needs about {total / 2**20:.0f} MiB, over "
-                f"max_memory={max_memory / 2**20:.0f} MiB; use smaller tiles or tile_shape='auto'"
+                f"a piece of {window} voxels needs about {format_bytes(total)}, over "
+                f"max_memory={max_memory} ({format_bytes(max_memory)}; max_memory is in "
+                "bytes); use smaller tiles or tile_shape='auto'"
             )
     return plan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import OPENCL, require_backend
 
 import gpu_deconv as gd
 
@@ -15,6 +16,20 @@ def nan_image():
     a = IMG.copy()
     a[3, 3] = np.nan
     return a
+
+
+def masked_nan(shape=(16, 16)):
+    """NaN under the mask: np.isfinite skips masked entries, the raw data hold the NaN."""
+    a = np.ones(shape)
+    a[1, 1] = np.nan
+    return np.ma.masked_invalid(a)
+
+
+def point_source(peak):
+    """A blurred point scaled to ``peak``: deconvolution sharpens it about 9x above that."""
+    a = np.zeros((16, 16), np.float32)
+    a[7:10, 7:10] = 1
+    return a * np.float32(peak)
 
 
 BAD_CALLS = [
@@ -99,18 +114,87 @@ BAD_CALLS = [
         ValueError,
         "positive mean",
     ),
+    # Issue 15, item 2: NaN under a mask, values beyond float32, overflowing starts.
+    ("masked image", dict(image=masked_nan()), TypeError, "image is a numpy masked array"),
+    ("masked psf", dict(psf=masked_nan((3, 3))), TypeError, "psf is a numpy masked array"),
+    ("masked init", dict(init=masked_nan()), TypeError, "init is a numpy masked array"),
+    (
+        "float64 image beyond float32",
+        dict(image=IMG * 1e39, dtype="float32"),
+        ValueError,
+        "image has values up to 1e+39, beyond the float32 range",
+    ),
+    (
+        "float64 image below float32",
+        dict(image=IMG * 1e-50, dtype="float32"),
+        ValueError,
+        "image has values only up to 1e-50, below the float32 range",
+    ),
+    (
+        "float64 init beyond float32",
+        dict(init=IMG * 1e39, dtype="float32"),
+        ValueError,
+        "init has values up to 1e+39, beyond the float32 range",
+    ),
+    ("huge init", dict(init=1e300), ValueError, "init reaches 1e+300, more than"),
+    ("huge init array", dict(init=IMG * 1e30, dtype="float32"), ValueError, "init reaches 1e+30"),
+    ("tiny init", dict(init=1e-30), ValueError, "init reaches only 1e-30"),
+    ("all-zero init", dict(init=np.zeros((16, 16))), ValueError, "init is all zeros"),
+    (
+        "result beyond float32",
+        dict(image=point_source(3e38)),
+        ValueError,
+        "the result exceeds the float32 range",
+    ),
+    # Issue 15, item 8: misleading messages.
+    (
+        "int device",
+        dict(device=0),
+        TypeError,
+        "device must be a device name substring (str) or None, got int 0; for the k-th "
+        "device pass device='#0'",
+    ),
+    (
+        "max_memory of one byte",
+        dict(max_memory=1, tile_shape=None),
+        MemoryError,
+        "over max_memory=1 (1 byte; max_memory is in bytes)",
+    ),
 ]
+# Cases whose arguments only the NumPy backend reaches (the others run on every backend).
+NUMPY_ONLY = {"device on numpy"}
 
 
-@pytest.mark.parametrize(
-    "overrides, exc, fragment", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
-)
-def test_bad_input_raises_named_error(overrides, exc, fragment):
-    kwargs = dict(image=IMG, psf=PSF, iterations=10, backend="numpy")
+def _bad_input_params():
+    for name, overrides, exc, fragment in BAD_CALLS:
+        for backend in ("numpy", OPENCL):
+            if backend != "numpy" and (name in NUMPY_ONLY or "backend" in overrides):
+                continue
+            marks = backend.marks if backend != "numpy" else ()
+            label = backend if backend == "numpy" else "opencl"
+            yield pytest.param(label, overrides, exc, fragment, marks=marks, id=f"{label}-{name}")
+
+
+@pytest.mark.parametrize("backend, overrides, exc, fragment", list(_bad_input_params()))
+def test_bad_input_raises_named_error(backend, overrides, exc, fragment):
+    require_backend(backend)
+    kwargs = dict(image=IMG, psf=PSF, iterations=10, backend=backend)
     kwargs.update(overrides)
+    if backend != "numpy" and kwargs.get("dtype") == "float64":
+        kwargs["dtype"] = "float32"
     with pytest.raises(exc) as info:
         gd.richardson_lucy(**kwargs)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("overrides", [dict(image=masked_nan()), dict(device=0)])
+def test_dask_entry_refuses_the_same(overrides):
+    kwargs = dict(image=IMG, psf=PSF, iterations=3, backend="numpy")
+    kwargs.update(overrides)
+    with pytest.raises(TypeError):
+        import gpu_deconv.dask as gdd
+
+        gdd.richardson_lucy(**kwargs)
 
 
 def test_negative_image_values_are_clipped_with_warning():

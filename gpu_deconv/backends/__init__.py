@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from .._validation import check_device
 from ._base import Backend, BackendUnavailableError, BlurOperator
 
 __all__ = [
@@ -115,9 +116,12 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
     ------
     ValueError
         If ``backend`` is not a known name.
+    TypeError
+        If ``device`` is neither None nor a str.
     BackendUnavailableError
         If the named backend cannot run on this machine.
     """
+    device = check_device(device)
     if not isinstance(backend, str):
         if isinstance(backend, Backend):
             return backend

@@ -1,0 +1,373 @@
+"""Files a shared cluster can trust (issue 15, items 3-8): the CLI in-process, then real processes.
+
+Bad input and unwritable outputs exit with 2 and one stderr line, before computing where that
+can be known, and leave nothing behind; a run writes all its outputs or none; TIFF axes are
+kept; outputs follow the umask; SIGTERM and Ctrl-C clean up and end with one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import blob_image, make_psf, rel_rms
+
+import gpu_deconv as gd
+import gpu_deconv.io as gio
+from gpu_deconv.cli import main
+from gpu_deconv.io import read_tiff, write_tiff
+
+IMAGE = (blob_image((37, 44), seed=1) * 100).astype(np.float32)
+PSF = make_psf((5, 7), "gaussian").astype(np.float32)
+
+
+@pytest.fixture()
+def files(tmp_path):
+    paths = dict(tmp=tmp_path)
+    for name, data in {
+        "image": IMAGE,
+        "psf": PSF,
+        "huge64": IMAGE.astype(np.float64) * 1e37,  # beyond float32 after the cast
+        "tiny64": IMAGE.astype(np.float64) * 1e-52,  # below float32's normal range
+        "point": np.pad(np.ones((3, 3), np.float32), 6) * np.float32(3e38),
+    }.items():
+        paths[name] = tmp_path / f"{name}.tif"
+        tifffile.imwrite(paths[name], data)
+    paths["folder"] = tmp_path / "folder"
+    paths["folder"].mkdir()
+    (paths["folder"] / "keep.txt").write_text("not a zarr array")
+    paths["notzarr"] = tmp_path / "plain.zarr"
+    paths["notzarr"].mkdir()
+    return paths
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines()
+
+
+def leftovers(folder: Path, before: set[str]) -> set[str]:
+    return {p.name for p in folder.iterdir()} - before
+
+
+def deny_new_files(monkeypatch):
+    def refuse(path, suffix, directory=False):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path.parent))
+
+    monkeypatch.setattr(gio, "_temporary", refuse)
+
+
+def no_free_space(monkeypatch):
+    usage = shutil.disk_usage(".")._replace(free=0)
+    monkeypatch.setattr(gio.shutil, "disk_usage", lambda path: usage)
+
+
+# (description, arguments after "run", expected fragment of the one stderr line, set-up)
+CLI_BAD = [
+    ("float64 beyond float32", "{huge64} --psf {psf} -o {tmp}/a.tif", "beyond the float32 range"),
+    ("float64 below float32", "{tiny64} --psf {psf} -o {tmp}/a.tif", "below the float32 range"),
+    ("result beyond float32", "{point} --psf {psf} -o {tmp}/a.tif", "result exceeds the float32"),
+    ("huge init", "{image} --psf {psf} -o {tmp}/a.tif --init 1e300", "init reaches 1e+300"),
+    ("tiny init", "{image} --psf {psf} -o {tmp}/a.tif --init 1e-30", "init reaches only 1e-30"),
+    (
+        "existing directory, --overwrite",
+        "{image} --psf {psf} -o {folder} --overwrite",
+        "folder is a directory; give an output file name",
+    ),
+    (
+        "zarr output over a plain directory",
+        "{image} --psf {psf} -o {notzarr} --overwrite",
+        "plain.zarr exists and is not a zarr array; not replacing it",
+    ),
+    (
+        "output is the input",
+        "{image} --psf {psf} -o {image} --overwrite",
+        "image.tif is the input image; write the result to another file",
+    ),
+    (
+        "output is the PSF",
+        "{image} --psf {psf} -o {psf} --overwrite",
+        "psf.tif is the input psf",
+    ),
+    (
+        "a snapshot is the input",
+        "{tmp}/o_iter2.tif --psf {psf} -o {tmp}/o.tif --snapshots 2 --overwrite",
+        "o_iter2.tif is the input image",
+    ),
+    ("directory as input", "{folder} --psf {psf} -o {tmp}/a.tif", "is a directory, not a TIFF"),
+    ("directory as PSF", "{image} --psf {folder} -o {tmp}/a.tif", "is a directory, not a TIFF"),
+    (
+        "max memory of one byte",
+        "{image} --psf {psf} -o {tmp}/a.tif --max-memory 1 --tile-shape none",
+        "over max_memory=1 (1 byte; max_memory is in bytes)",
+    ),
+    (
+        "unwritable directory",
+        "{image} --psf {psf} -o {tmp}/a.tif",
+        "cannot write to the output directory",
+        deny_new_files,
+    ),
+    ("full disk", "{image} --psf {psf} -o {tmp}/a.tif", "not enough free space", no_free_space),
+    ("argparse: bad int", "{image} --psf {psf} -o {tmp}/a.tif -n abc", "invalid int value"),
+    ("argparse: no PSF", "{image} -o {tmp}/a.tif", "the following arguments are required: --psf"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, fragment, setup",
+    [pytest.param(c[1], c[2], c[3] if len(c) > 3 else None, id=c[0]) for c in CLI_BAD],
+)
+def test_cli_bad_input_exits_2_with_one_line(
+    backend, files, capsys, monkeypatch, args, fragment, setup
+):
+    if "o_iter2" in args:
+        (files["tmp"] / "o_iter2.tif").write_bytes(files["image"].read_bytes())
+    if setup is not None:
+        setup(monkeypatch)
+    inputs = {p: p.read_bytes() for p in files["tmp"].glob("*.tif")}
+    before = {p.name for p in files["tmp"].iterdir()}
+    code, lines = run_cli(capsys, "run", *args.format(**files).split(), "-q", "--backend", backend)
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert lines[0].startswith("gpu-deconv")
+    assert not leftovers(files["tmp"], before)  # no output, no temporary file
+    assert all(p.read_bytes() == data for p, data in inputs.items())  # inputs untouched
+    assert [p.name for p in files["folder"].iterdir()] == ["keep.txt"]
+
+
+def test_argparse_errors_are_one_line(capsys):
+    for argv in ([], ["run"], ["nosuchcommand"], ["psf", "gaussian", "--shape", "x"]):
+        code, lines = run_cli(capsys, *argv)
+        assert code == 2 and len(lines) == 1 and "(see gpu-deconv" in lines[0], (argv, lines)
+
+
+def test_version_and_run_help_defaults(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gpu-deconv {gd.__version__}"
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    entries = re.split(r"\n(?=  -)", text[text.index("options:") :])  # one per option
+    documented = {
+        option: " ".join(entry.split())
+        for entry in entries
+        for option in re.findall(r"--[a-z-]+", entry.strip().splitlines()[0].split("  ")[0])
+    }
+    with_defaults = ["--iterations", "--backend", "--method", "--boundary", "--init", "--eps"]
+    with_defaults += ["--dtype", "--output-dtype", "--snapshots", "--device", "--tile-shape"]
+    with_defaults += ["--overlap", "--max-memory", "--scheduler"]
+    for option in with_defaults:
+        assert "(default: " in documented[option], documented[option]
+
+
+def test_repeated_snapshots_write_every_output(backend, files, capsys):
+    out = files["tmp"] / "o.tif"
+    code, lines = run_cli(
+        capsys,
+        *f"run {files['image']} --psf {files['psf']} -n 3 -o {out} --snapshots 0,3,3,1 -q".split(),
+        "--backend",
+        backend,
+    )
+    assert code == 0, lines
+    expected = gd.richardson_lucy(IMAGE, PSF, 3, backend=backend, snapshots=[0, 1, 3])
+    for k, name in [(0, "o_iter0.tif"), (1, "o_iter1.tif"), (3, "o_iter3.tif"), (3, "o.tif")]:
+        np.testing.assert_allclose(read_tiff(files["tmp"] / name).data, expected[k], rtol=1e-6)
+
+
+def test_disk_full_mid_set_leaves_no_output(files, capsys, monkeypatch):
+    real = tifffile.imwrite
+    calls = []
+
+    def fill_up(path, data, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the disk fills while the second output is written
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", fill_up)
+    out = files["tmp"] / "o.tif"
+    before = {p.name for p in files["tmp"].iterdir()}
+    code, lines = run_cli(
+        capsys,
+        *f"run {files['image']} --psf {files['psf']} -n 2 -o {out} --snapshots 1 -q".split(),
+    )
+    assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert len(calls) == 2 and not leftovers(files["tmp"], before)
+
+
+def test_replacing_a_set_keeps_the_old_set_on_failure(files, capsys, monkeypatch):
+    out = files["tmp"] / "o.tif"
+    args = f"run {files['image']} --psf {files['psf']} -n 2 -o {out} --snapshots 1 -q".split()
+    assert run_cli(capsys, *args)[0] == 0
+    old = {p: p.read_bytes() for p in (out, files["tmp"] / "o_iter1.tif")}
+    real = tifffile.imwrite
+
+    def second_fails(path, data, **kwargs):
+        if "o_iter1" in str(path):
+            raise KeyboardInterrupt  # Ctrl-C while the second output is written
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", second_fails)
+    code, lines = run_cli(capsys, *args, "-n", "4", "--overwrite")
+    assert code == 130 and len(lines) == 1 and "interrupted" in lines[0]
+    assert all(p.read_bytes() == data for p, data in old.items())
+    assert not list(files["tmp"].glob(".*"))
+
+
+def test_tiff_axes_are_kept(backend, tmp_path, capsys):
+    """A (1, 9, 9) PSF for a stack, a 1x1x1 PSF, a (1, N) image: as the API takes them."""
+    stack = (blob_image((6, 20, 20), seed=3) * 100).astype(np.float32)
+    line = (np.arange(30, dtype=np.float32) + 1)[None, :]
+    cases = [
+        (stack, make_psf((1, 9, 9), "gaussian")),
+        (stack, np.ones((1, 1, 1))),
+        (line, make_psf((1, 5), "gaussian")),
+    ]
+    for i, (image, psf) in enumerate(cases):
+        tifffile.imwrite(tmp_path / f"i{i}.tif", image)
+        tifffile.imwrite(tmp_path / f"p{i}.tif", psf.astype(np.float32))
+        out = tmp_path / f"o{i}.tif"
+        run = ["run", tmp_path / f"i{i}.tif", "--psf", tmp_path / f"p{i}.tif", "-n", 3]
+        code, lines = run_cli(capsys, *run, "-o", out, "-q", "--backend", backend)
+        assert code == 0, lines
+        written = read_tiff(out).data
+        expected = gd.richardson_lucy(image, psf.astype(np.float32), 3, backend=backend)
+        assert written.shape == image.shape
+        np.testing.assert_allclose(written, expected, rtol=1e-6)
+
+
+def test_small_values_through_the_cli(backend, files, capsys):
+    small = files["tmp"] / "small.tif"
+    tifffile.imwrite(small, IMAGE * np.float32(1e-15))
+    out = files["tmp"] / "o.tif"
+    code, lines = run_cli(
+        capsys, "run", small, "--psf", files["psf"], "-n", 10, "-o", out, "-q", "--backend", backend
+    )
+    assert code == 0, lines
+    expected = gd.richardson_lucy(IMAGE, PSF, 10, backend=backend)
+    assert rel_rms(read_tiff(out).data / 1e-15, expected) <= 1e-6
+
+
+def test_zarr_psf(files, capsys):
+    zarr = pytest.importorskip("zarr")
+    store = files["tmp"] / "psf.zarr"
+    zarr.open_array(str(store), mode="w", shape=PSF.shape, dtype=PSF.dtype)[:] = PSF
+    outputs = []
+    for name, psf in (("a.tif", store), ("b.tif", files["psf"])):
+        outputs.append(files["tmp"] / name)
+        code, lines = run_cli(
+            capsys, "run", files["image"], "--psf", psf, "-n", 3, "-o", outputs[-1], "-q"
+        )
+        assert code == 0, lines
+    np.testing.assert_array_equal(read_tiff(outputs[0]).data, read_tiff(outputs[1]).data)
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 9, 9), (1, 30), (1, 1, 1), (30,), (4, 9, 9), (9, 9), (1, 1, 4, 9, 9)]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_tiff_round_trip_keeps_the_shape(tmp_path, shape, dtype):
+    data = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    path = write_tiff(tmp_path / "x.tif", data.reshape(shape[-3:]) if len(shape) > 3 else data)
+    back = read_tiff(path)
+    assert back.data.shape == shape[-3:] if len(shape) > 3 else shape
+    if len(shape) > 3:  # a hyperstack with singleton time and channel axes reads as Z, Y, X
+        tifffile.imwrite(path, data, photometric="minisblack")
+        assert read_tiff(path).data.shape == shape[-3:]
+        assert gio.open_lazy(path).shape == shape[-3:]
+    else:
+        assert gio.open_lazy(path).shape == shape
+
+
+def test_imagej_single_channel_hyperstack_reads_as_volume(tmp_path):
+    data = np.ones((5, 1, 9, 9), np.float32)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "h.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    assert read_tiff(tmp_path / "h.tif").data.shape == (5, 9, 9)
+
+
+# ---- real processes: file modes and signals -------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    import tifffile
+    import gpu_deconv.cli as cli
+
+    os.umask(int(sys.argv[1], 8))
+    real = tifffile.imwrite
+    if os.environ.get("HOLD_IN_WRITE"):
+        def hold(path, data, **kwargs):  # the temporary file exists, half-written
+            real(path, data, **kwargs)
+            print("writing", flush=True)
+            time.sleep(60)
+        tifffile.imwrite = hold
+    sys.exit(cli.main(sys.argv[2:]))
+    """
+)
+
+
+def child(umask: str, *args, hold: bool = False, **kwargs):
+    env = dict(os.environ, HOLD_IN_WRITE="1" if hold else "")
+    command = [sys.executable, "-c", CHILD, umask, *map(str, args)]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs
+    )
+
+
+def test_outputs_follow_the_umask(files):
+    tmp = files["tmp"]
+    run = ["run", files["image"], "--psf", files["psf"], "-n", 2, "-q", "--backend", "numpy"]
+    stale = tmp / "old.tif"
+    stale.write_bytes(b"old")
+    os.chmod(stale, 0o600)
+    for umask, mode, extra in [
+        ("022", 0o644, ["-o", tmp / "new.tif", "--snapshots", 1]),
+        ("022", 0o644, ["-o", stale, "--overwrite"]),  # replacing a 0600 file
+        ("077", 0o600, ["-o", tmp / "private.tif"]),
+    ]:
+        process = child(umask, *run, *extra)
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        written = Path(extra[1])
+        outputs = [written] + ([tmp / "new_iter1.tif"] if "--snapshots" in extra else [])
+        for path in outputs:
+            assert path.stat().st_mode & 0o777 == mode, (path, oct(path.stat().st_mode))
+    zarr_out = tmp / "out.zarr"
+    process = child("022", *run, "-o", zarr_out)
+    assert process.communicate(timeout=300) and process.returncode == 0
+    assert zarr_out.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize(
+    "sig, code, message",
+    [
+        (signal.SIGTERM, 143, "gpu-deconv: terminated (SIGTERM); unfinished outputs removed"),
+        (signal.SIGINT, 130, "gpu-deconv: interrupted (Ctrl-C); unfinished outputs removed"),
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_signal_during_the_write_cleans_up(files, sig, code, message):
+    tmp = files["tmp"]
+    before = {p.name for p in tmp.iterdir()}
+    process = child(
+        "022",
+        *["run", files["image"], "--psf", files["psf"], "-n", 2, "-q", "--backend", "numpy"],
+        *["-o", tmp / "o.tif", "--snapshots", 1],
+        hold=True,
+    )
+    assert process.stdout.readline().strip() == "writing"  # inside the first TIFF write
+    assert [name for name in leftovers(tmp, before) if name.endswith(".tmp")]
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert err.strip().splitlines() == [message]
+    assert not leftovers(tmp, before)  # no hidden .o.tif.XXXX.tmp, no partial set
