@@ -19,6 +19,7 @@ BOUNDARIES = ("reflect", "nearest", "mirror", "wrap", "constant")
 # Modes where the estimate lives on a larger domain than the image (deconvolution only).
 ESTIMATED_BOUNDARIES = ("estimate",)
 MARGINS = ("full", "half")
+ACCELERATIONS = ("shb", "biggs")
 METHODS = ("auto", "fft", "separable", "spatial")
 INIT_MODES = ("observed", "mean")
 DTYPES = ("float32", "float64")
@@ -353,3 +354,10 @@ def check_margin(margin: Any, psf_shape: tuple[int, ...]) -> tuple[tuple[int, in
     if any(n < 0 for n in lengths):
         raise ValueError(f"margin values must be >= 0, got {lengths}")
     return tuple((min(int(n), lo), min(int(n), hi)) for n, (lo, hi) in zip(lengths, full))
+
+
+def check_acceleration(acceleration: Any) -> str | None:
+    """Return ``acceleration`` if it is None or one of :data:`ACCELERATIONS`, else raise."""
+    if acceleration is None:
+        return None
+    return _choice(acceleration, "acceleration", ACCELERATIONS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
+from ._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
 from .io import OUTPUT_DTYPES
 
@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
         default="full",
         metavar="full|half|N[,N,N]",
         help="with --boundary estimate: voxels estimated beyond each edge (default: full)",
+    )
+    run.add_argument(
+        "--acceleration",
+        default="none",
+        choices=("none", *ACCELERATIONS),
+        help="momentum: 'shb' (scaled heavy ball) or 'biggs' (Biggs-Andrews) reach a given "
+        "quality in fewer iterations (default: %(default)s, plain Richardson-Lucy)",
     )
     run.add_argument(
         "--mask",
@@ -322,6 +329,7 @@ def _options(args: argparse.Namespace) -> dict:
         overlap=overlap,
         max_memory=args.max_memory,
         margin=args.margin,
+        acceleration=None if args.acceleration == "none" else args.acceleration,
     )
 
 

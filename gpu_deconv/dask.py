@@ -60,6 +60,7 @@ def richardson_lucy(
     max_memory: int | None = None,
     mask: Any = None,
     margin: str | int | Sequence[int] = "full",
+    acceleration: str | None = None,
 ) -> Any:
     """Deconvolve a dask array chunk by chunk, lazily (see the module docstring).
 
@@ -81,6 +82,8 @@ def richardson_lucy(
         whole image once to compute its mean.
     mask : dask.array.Array or array_like of bool, optional
         Observed voxels, as in :func:`gpu_deconv.richardson_lucy`; rechunked like ``image``.
+    acceleration : {None, "shb", "biggs"}, optional
+        As in :func:`gpu_deconv.richardson_lucy`; each chunk keeps its own momentum.
     dtype : {None, "float32", "float64"}, optional
         Compute and output dtype; by default float64 for float64 images on NumPy, else float32.
     overlap : int or sequence of int, optional
@@ -123,6 +126,7 @@ def richardson_lucy(
     boundary = v.check_boundary(boundary, estimate=True)
     method = v.check_method(method)
     device = v.check_device(device)
+    acceleration = v.check_acceleration(acceleration)
     if not isinstance(backend, str):
         raise TypeError("backend must be a name here, so that each worker builds its own")
     if backend not in available_backends():
@@ -161,6 +165,7 @@ def richardson_lucy(
         depth=depth,
         max_memory=max_memory,
         margin=margin,
+        acceleration=acceleration,
     )
     return da.map_overlap(
         functools.partial(_deconvolve_block, **options),

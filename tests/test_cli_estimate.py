@@ -90,3 +90,12 @@ def test_bad_estimate_options_exit_2_with_one_line(stack, tmp_path, capsys, extr
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["shb", "biggs"])
+def test_acceleration_through_the_cli_matches_the_api(stack, tmp_path, kind):
+    image, psf, _, paths = stack
+    out = tmp_path / "out.tif"
+    assert run(paths, out, "--acceleration", kind) == 0
+    expected = gd.richardson_lucy(image, psf, 6, backend="numpy", acceleration=kind)
+    np.testing.assert_allclose(read_tiff(out).data, expected, rtol=1e-6, atol=1e-6 * expected.max())

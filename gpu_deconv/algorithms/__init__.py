@@ -7,8 +7,23 @@ tiling, dask, snapshots, callback and progress.
 """
 
 from ._base import OBSERVED, WORK, Algorithm, Model
+from .accelerated import ACCELERATIONS, BiggsAndrews, ScaledHeavyBall
 from .richardson_lucy import RichardsonLucy
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"richardson_lucy": RichardsonLucy}
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "richardson_lucy": RichardsonLucy,
+    "shb": ScaledHeavyBall,
+    "biggs": BiggsAndrews,
+}
 
-__all__ = ["ALGORITHMS", "OBSERVED", "WORK", "Algorithm", "Model", "RichardsonLucy"]
+__all__ = [
+    "ACCELERATIONS",
+    "ALGORITHMS",
+    "OBSERVED",
+    "WORK",
+    "Algorithm",
+    "BiggsAndrews",
+    "Model",
+    "RichardsonLucy",
+    "ScaledHeavyBall",
+]

@@ -266,6 +266,40 @@ class Backend(Protocol):
         """Write ``x`` where ``weights > 0``, else 0, into ``out`` (``out`` may be ``x``)."""
         ...
 
+    def extrapolate(
+        self, estimate: Any, previous: Any, alpha: float, floor: float, out: Any
+    ) -> Any:
+        """Write ``max(estimate + alpha (estimate - previous), floor)`` into ``out``.
+
+        Voxels where ``estimate`` is 0 get 0 (they stay out of the estimate); then
+        ``previous`` is overwritten with ``estimate``. ``out`` is a third array.
+        """
+        ...
+
+    def clamped_update(
+        self, point: Any, correction: Any, weights: Any, floor: float, out: Any
+    ) -> Any:
+        """Write ``max(point * correction * weights, floor)`` into ``out`` (weights may be None).
+
+        Voxels where ``point`` or ``weights`` is 0 get 0. ``out`` may alias any input.
+        """
+        ...
+
+    def subtract(self, a: Any, b: Any, out: Any) -> Any:
+        """Write ``a - b`` into ``out`` (``out`` may be ``a`` or ``b``)."""
+        ...
+
+    def dot(self, a: Any, b: Any) -> float:
+        """Return ``sum(a * b)`` accumulated in float64, computed where the arrays live."""
+        ...
+
+    def step_agreement(self, estimate: Any, previous: Any, point: Any) -> float:
+        """Return ``sum((estimate - previous) * (point - previous))`` in float64.
+
+        Negative when the last step went against the momentum that made ``point``.
+        """
+        ...
+
     def synchronize(self) -> None:
         """Block until all queued work has finished (for timing)."""
         ...

@@ -392,5 +392,33 @@ class NumpyBackend:
     def keep_where(self, x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> np.ndarray:
         return np.multiply(x, weights > 0, out=out)
 
+    def extrapolate(self, estimate, previous, alpha: float, floor: float, out) -> np.ndarray:
+        np.subtract(estimate, previous, out=out)
+        out *= alpha
+        out += estimate
+        np.maximum(out, floor, out=out)
+        out[estimate <= 0] = 0
+        np.copyto(previous, estimate)
+        return out
+
+    def clamped_update(self, point, correction, weights, floor: float, out) -> np.ndarray:
+        dead = point <= 0 if weights is None else (point <= 0) | (weights <= 0)
+        np.multiply(point, correction, out=out)
+        if weights is not None:
+            out *= weights
+        np.maximum(out, floor, out=out)
+        out[dead] = 0
+        return out
+
+    def subtract(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.subtract(a, b, out=out)
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.dot(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
+
+    def step_agreement(self, estimate, previous, point) -> float:
+        step = estimate.astype(np.float64) - previous
+        return float(np.dot(step.ravel(), (point.astype(np.float64) - previous).ravel()))
+
     def synchronize(self) -> None:
         return None

@@ -43,6 +43,9 @@ KERNEL_FILES = (
     "weighted_update",
     "inverse_weights",
     "keep_where",
+    "extrapolate",
+    "clamped_update",
+    "subtract",
     "complex_multiply",
     "pad_boundary",
     "crop",
@@ -79,7 +82,9 @@ OPENCL_GPU_COSTS = CostModel(
 
 FLOAT32 = np.dtype(np.float32)
 _PROGRAMS: dict[int, Any] = {}
-FFT_PLAN_CACHE_SIZE = 8  # VkFFT plans compile kernels per shape: keep the recent ones
+FFT_PLAN_CACHE_SIZE = 8
+# Work items of a float64 reduction: enough to fill a GPU, few partial sums to bring back.
+REDUCTION_ITEMS = 4096  # VkFFT plans compile kernels per shape: keep the recent ones
 
 
 class InsufficientDeviceMemoryError(MemoryError):
@@ -155,6 +160,7 @@ class OpenCLBackend:
         program = _PROGRAMS[key]
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_FILES}
         self._fft_plans: dict[tuple, Any] = {}
+        self._reductions: dict[str, Any] | None = None  # built on first use
         # pyopencl kernels hold their arguments between set and enqueue: one thread at a time.
         self.lock = threading.RLock()
 
@@ -216,6 +222,67 @@ class OpenCLBackend:
     def keep_where(self, x: Any, weights: Any, out: Any) -> Any:
         self.launch("keep_where", (out.size,), out.data, x.data, weights.data)
         return out
+
+    def extrapolate(self, estimate, previous, alpha: float, floor: float, out) -> Any:
+        self.launch(
+            "extrapolate",
+            (out.size,),
+            out.data,
+            previous.data,
+            estimate.data,
+            np.float32(alpha),
+            np.float32(floor),
+        )
+        return out
+
+    def clamped_update(self, point, correction, weights, floor: float, out) -> Any:
+        has_weights = weights is not None
+        self.launch(
+            "clamped_update",
+            (out.size,),
+            out.data,
+            point.data,
+            correction.data,
+            (weights if has_weights else correction).data,
+            np.int32(has_weights),
+            np.float32(floor),
+        )
+        return out
+
+    def subtract(self, a: Any, b: Any, out: Any) -> Any:
+        self.launch("subtract", (out.size,), out.data, a.data, b.data)
+        return out
+
+    def dot(self, a: Any, b: Any) -> float:
+        return self._reduce("dot_partial", a, b)
+
+    def step_agreement(self, estimate, previous, point) -> float:
+        return self._reduce("agreement_partial", estimate, previous, point)
+
+    def _reduce(self, name: str, *arrays: Any) -> float:
+        """Run a float64 partial-sum kernel (``reductions.cl``); add the partial sums on the host.
+
+        One small transfer: ``REDUCTION_ITEMS`` float64 partial sums.
+        """
+        import pyopencl.array as cla
+
+        if self._reductions is None:
+            folder = importlib.resources.files("gpu_deconv.backends").joinpath("kernels")
+            source = folder.joinpath("reductions.cl").read_text()
+            try:
+                program = self._cl.Program(self.context, source).build()
+            except self._cl.Error as exc:
+                raise BackendUnavailableError(
+                    f"{self.device_name!r} cannot build float64 reductions (cl_khr_fp64), "
+                    "which acceleration needs; use acceleration=None or backend='numpy'"
+                ) from exc
+            names = ("dot_partial", "agreement_partial")
+            self._reductions = {k: self._cl.Kernel(program, k) for k in names}
+        partial = cla.empty(self.queue, (REDUCTION_ITEMS,), np.float64)
+        kernel = self._reductions[name]
+        n = np.uint64(arrays[0].size)
+        kernel(self.queue, (REDUCTION_ITEMS,), None, partial.data, *(x.data for x in arrays), n)
+        return float(partial.get().sum())
 
     def synchronize(self) -> None:
         self.queue.finish()
