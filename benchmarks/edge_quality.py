@@ -56,6 +56,7 @@ BACKGROUND = 2.0  # photons everywhere
 BAND_SIGMAS = 3.0  # border band: within this many PSF sigmas of an edge
 NEAR_SIGMAS = 2.0  # near saturation: within this many PSF sigmas of a saturated voxel
 SATURATED_FRACTION = 0.03
+SELF_CHECK_TOLERANCE = 1e-2  # a flat image must stay flat to this relative deviation
 # Iteration counts tried for the peers (no snapshots: one call per count).
 PEER_GRID = [*range(1, 9), *range(10, 21, 2), 25, 30, 35, 40, *range(50, 101, 10)]
 QUICK_GRID = [1, 2, 5, 10]
@@ -678,7 +679,8 @@ def markdown(report: dict) -> str:
         f"{meta['opencl_device']}{'; --quick' if meta['quick'] else ''}. Runs: "
         + "; ".join(
             f"{', '.join(r['sections'])} at {r['started']} ({r['wall_seconds']:.0f} s wall, "
-            f"load average {r['load_average_at_end'][0]:.1f} at the end)"
+            f"load average {r['load_average_at_end'][0]:.1f} at the end, commit "
+            f"{r.get('commit', '?')}{' + local changes' if r.get('gpu_deconv_modified') else ''})"
             for r in meta["runs"]
         )
         + ".",
@@ -897,8 +899,6 @@ def main(argv=None) -> None:
             start = time.perf_counter()
             report[section] = runners[section]()
             walls[section] = time.perf_counter() - start
-    report["notes"] = notes(report, args.quick)
-
     wall = time.perf_counter() - t0
     run = {
         "sections": args.sections,
@@ -906,7 +906,10 @@ def main(argv=None) -> None:
         "wall_seconds": wall,
         "section_seconds": walls,
         "load_average_at_end": os.getloadavg(),
+        **provenance(),
+        "self_check": self_check(cases),
     }
+    report["notes"] = notes(report | {"pending_runs": [run]}, args.quick)
     meta = report.get("meta", {})
     report["meta"] = meta | {
         "host": socket.gethostname(),
@@ -1010,9 +1013,62 @@ def memory_section(volume, quick) -> dict:
     return {"volume": big_label, "rows": rows}
 
 
+def self_check(cases) -> list[dict]:
+    """A flat image must stay flat after one iteration from a flat start, for every mode that
+    extends a constant as a constant, with and without an all-True mask: catches a scale
+    error in the weighted (estimate, mask) update, which no MSE figure would explain."""
+    import gpu_deconv as gd
+
+    rows = []
+    for key, case in cases.items():
+        flat = np.full(case["truth"].shape, 50.0)
+        for boundary in ("reflect", "nearest", "mirror", "wrap", "estimate"):
+            for mask in (None, np.ones(flat.shape, bool)):
+                out = gd.richardson_lucy(
+                    flat, case["psf"], 1, backend="numpy", boundary=boundary, init="mean",
+                    mask=mask, tile_shape=None,
+                )  # fmt: skip
+                rows.append(
+                    {
+                        "case": key,
+                        "boundary": boundary,
+                        "mask": mask is not None,
+                        "max_rel_deviation": float(np.abs(out / 50.0 - 1).max()),
+                    }
+                )
+    return rows
+
+
+def provenance() -> dict:
+    """The package's commit and whether its files differ from it (others edit the tree)."""
+    root = HERE.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "gpu_deconv"], cwd=root, capture_output=True,
+            text=True,
+        ).stdout.strip()  # fmt: skip
+        return {"commit": head, "gpu_deconv_modified": bool(dirty)}
+    except OSError:
+        return {"commit": None, "gpu_deconv_modified": None}
+
+
 def notes(report, quick) -> list[str]:
     """Sanity notes: non-finite results, best counts at the end of the range, grid bias."""
     out = []
+    for run in report.get("meta", {}).get("runs", []) + report.get("pending_runs", []):
+        for row in run.get("self_check", []):
+            # Not exactly 0 with "estimate": margin voxels with weights <= 1e-3 are held at 0
+            # (the documented policy), which dims the image's corners by about 1e-3.
+            if row["max_rel_deviation"] > SELF_CHECK_TOLERANCE:
+                out.append(
+                    f"self-check FAILED in the run of {run['started']} (commit "
+                    f"{run.get('commit')}): a flat image deconvolved with boundary="
+                    f"{row['boundary']!r}{' and a mask' if row['mask'] else ''} ({row['case']}) "
+                    f"moved by {row['max_rel_deviation']:.3g} of its value after 1 iteration"
+                )
     for section in ("quality", "saturation"):
         for key, case in report.get(section, {}).items():
             for row in case["rows"]:

@@ -4,8 +4,10 @@ Shared by every algorithm, so that edges (``boundary="estimate"``), masks and th
 handled once. With a same-shape boundary mode and no mask the model is plain Richardson-Lucy's:
 no weights, the start as given. Otherwise (Bertero & Boccacci 2005) the data term only counts
 observed voxels ``m`` (the image inside the larger work domain, and the mask) and the update is
-normalised by ``w = H^T m``; voxels with ``w <= UNOBSERVED_WEIGHT * sum(psf)`` are not part of
-the estimate: they start, and stay, at zero.
+normalised by ``w = H^T m / sum(psf)``; voxels with ``w <= UNOBSERVED_WEIGHT`` are not part of
+the estimate: they start, and stay, at zero. Dividing by the PSF's sum makes the result
+independent of the PSF's scale, as plain Richardson-Lucy's is (and the driver's power-of-two
+scaling of an unnormalised PSF exact).
 """
 
 from __future__ import annotations
@@ -68,16 +70,17 @@ def build_model(
     be, plan, dtype = backend, operator.plan, spec.dtype
     weights = None
     if is_weighted(spec, mask):
-        # The mask's image-sized buffer is freed before the algorithm allocates its own.
+        # H^T (m / sum(psf)); the mask's buffer is freed before the algorithm allocates its own.
+        share = 1.0 / float(spec.psf.sum())
         observed_voxels = (
-            be.full(plan.observed_shape, 1.0, dtype)
+            be.full(plan.observed_shape, share, dtype)
             if mask is None
-            else be.to_backend(mask.astype(dtype))
+            else be.to_backend(mask * dtype.type(share))
         )
         weights = be.empty(plan.work_shape, dtype)
         operator.correlate(observed_voxels, out=weights)
         del observed_voxels
-        be.inverse_weights(weights, UNOBSERVED_WEIGHT * float(spec.psf.sum()), out=weights)
+        be.inverse_weights(weights, UNOBSERVED_WEIGHT, out=weights)
     observed = be.to_backend(image if mask is None else image * mask)
     estimate = _start(be, plan, image, start, observed, mask, dtype)
     if weights is not None:

@@ -176,3 +176,23 @@ def test_estimate_on_dask_agrees_with_the_whole_image(masked):
     with dask.config.set(scheduler="sync"):
         result = lazy.compute()
     assert rel_rms(result, whole) <= 1e-4 and max_rel(result, whole) <= 1e-3
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.7, 1e30])
+@pytest.mark.parametrize("kwargs", [dict(boundary="estimate"), dict(mask=True)])
+def test_weighted_results_do_not_depend_on_the_psf_scale(backend, scale, kwargs):
+    """A PSF normalised to 0.9999999999999999 (this one) once halved every weighted result:
+    the weights must not follow the PSF's scale, exactly as plain RL does not."""
+    from gpu_deconv.psf import gaussian_psf
+
+    psf = gaussian_psf((25, 11, 11), (4.0, 1.5, 1.5))
+    image = np.full((16, 32, 32), 50.0, np.float32)
+    kwargs = dict(kwargs, backend=backend)
+    if kwargs.pop("mask", False):
+        kwargs["mask"] = np.ones(image.shape, bool)
+    normalised = gd.richardson_lucy(image, psf, 3, **kwargs)
+    scaled = gd.richardson_lucy(image, psf * scale, 3, normalize_psf=False, **kwargs)
+    assert rel_rms(scaled, normalised) <= 1e-6
+    # A flat scene stays flat away from the corners of the margin (w <= 1e-3 there).
+    inner = normalised[4:-4, 4:-4, 4:-4]
+    assert np.abs(inner - 50).max() <= 1e-3 * 50
