@@ -10,7 +10,6 @@ warm-up excluded). Writes ``acceleration.json`` and ``.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -132,10 +131,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cases = eq.make_cases(eq.nuclei(), quick=False)
     report = {"quality": quality(cases), "timing": timing(cases)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "acceleration.json").write_text(json.dumps(report, indent=1))
-    (args.out / "acceleration.md").write_text(markdown(report))
-    print(markdown(report))
+    eq.write_report(args.out, "acceleration", report, markdown(report))
 
 
 if __name__ == "__main__":

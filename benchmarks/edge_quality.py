@@ -49,6 +49,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+import run_benchmarks  # noqa: E402  (peer_env: the environment clij2-fft needs)
 
 SEED = 20240607
 PEAK = 200.0  # photons at the peak of the blurred crop
@@ -265,26 +268,6 @@ def run_simpleitk(image, psf, grid):
     }
 
 
-def peer_env() -> dict:
-    """Environment for clij2-fft: the system ICD loader must find PoCL and its own library.
-
-    The same as ``run_benchmarks.peer_env`` (kept here so that this script stands alone).
-    """
-    env = dict(os.environ)
-    paths = [str(Path(sys.prefix) / "lib")]
-    try:
-        import pyopencl
-
-        icd_dir = Path(pyopencl.__file__).parent / ".libs"
-        if list(icd_dir.glob("*.icd")):
-            env.setdefault("OCL_ICD_VENDORS", str(icd_dir))
-            paths.append(str(icd_dir))
-    except ImportError:
-        pass
-    env["LD_LIBRARY_PATH"] = ":".join([*paths, env.get("LD_LIBRARY_PATH", "")])
-    return env
-
-
 def run_clij2fft(image, psf, grid, variant="nc", valid=None):
     """clij2-fft's ``richardson_lucy_nc`` (or ``_interpolate`` with ``valid``) in a child
     process, one call per count. A 2D image goes in as two identical planes with a one-plane
@@ -297,7 +280,9 @@ def run_clij2fft(image, psf, grid, variant="nc", valid=None):
         np.savez(job, **arrays)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--clij2fft-worker", str(job)]
         cmd.append(variant)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=peer_env(), timeout=900)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=run_benchmarks.peer_env(), timeout=900
+        )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"clij2fft"')]
         if not lines:
             tail = (proc.stderr or proc.stdout)[-300:]
@@ -1124,3 +1109,11 @@ def versions(gd) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def write_report(out: Path, stem: str, data, text: str) -> None:
+    """Write ``out/stem.json`` (``data``) and ``out/stem.md`` (``text``), and print the text."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+    (out / f"{stem}.md").write_text(text)
+    print(text)

@@ -11,7 +11,6 @@ to 100). Writes ``saturation_sweep.json`` and ``.md`` to ``--out`` (default
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import edge_quality as eq
@@ -91,10 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     rows = sweep()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "saturation_sweep.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "saturation_sweep.md").write_text(markdown(rows))
-    print(markdown(rows))
+    eq.write_report(args.out, "saturation_sweep", rows, markdown(rows))
 
 
 if __name__ == "__main__":
