@@ -50,6 +50,8 @@ def memory_need(
     buffers += [sizes[domain] for domain in algorithm.buffers(plan).values()]
     if backend.uses_host_memory:
         buffers.append(sizes[OBSERVED])
+    if algorithm.reductions:
+        buffers.append(backend.reduction_scratch)
     return MemoryNeed(plan.memory.total + sum(buffers), max(plan.memory.largest, *buffers))
 
 
@@ -81,7 +83,11 @@ def build_model(
         operator.correlate(observed_voxels, out=weights)
         del observed_voxels
         be.inverse_weights(weights, UNOBSERVED_WEIGHT, out=weights)
-    observed = be.to_backend(image if mask is None else image * mask)
+    if mask is not None and start is not image:
+        np.multiply(image, mask, out=image)  # the private copy is not needed unmasked
+    elif mask is not None:
+        image = image * mask  # the unmasked image stays the start
+    observed = be.to_backend(image)
     estimate = _start(be, plan, image, start, observed, mask, dtype)
     if weights is not None:
         be.keep_where(estimate, weights, out=estimate)

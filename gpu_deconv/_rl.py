@@ -231,7 +231,7 @@ def richardson_lucy(
 
     where the ratio is set to 0 wherever :math:`H f_k \le \varepsilon \max g`. With
     ``boundary="estimate"`` or a ``mask`` :math:`m` it is
-    :math:`f_{k+1} = f_k / w \cdot H^T(m g / H f_k)` with :math:`w = H^T m`, which keeps
+    :math:`f_{k+1} = f_k / w \cdot H^T(m g / H f_k)` with :math:`w = H^T m / \sum h`, which keeps
     :math:`\sum_m H f_k = \sum_m g`. The image and the working buffers are moved to the
     backend once, before the first iteration; only the result and the requested snapshots
     come back.
@@ -322,12 +322,7 @@ def deconvolve(
         image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel, True
     )
     mask = v.check_mask(mask, image.shape)
-    if boundary in v.ESTIMATED_BOUNDARIES:
-        margins = v.check_margin(margin, psf.shape)
-    elif not (isinstance(margin, str) and margin == "full"):
-        raise ValueError(f"margin applies to boundary='estimate' only, not {boundary!r}")
-    else:
-        margins = ()
+    margins = v.margins_for(boundary, margin, psf.shape)
     start = v.initial_estimate(v.default_init(boundary) if init is None else init, image, mask)
     image, start, psf, eps, exponent = _scaling.scale_problem(image, start, psf, eps)
     spec = BlurSpec(psf, image.shape, boundary, method, image.dtype, margins)

@@ -327,6 +327,20 @@ def check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     return out
 
 
+def margins_for(
+    boundary: str, margin: Any, psf_shape: tuple[int, ...]
+) -> tuple[tuple[int, int], ...]:
+    """Return :func:`check_margin` for ``boundary="estimate"``; ``()`` for the other modes.
+
+    Raises ``ValueError`` if another mode is given a margin other than the default.
+    """
+    if boundary in ESTIMATED_BOUNDARIES:
+        return check_margin(margin, psf_shape)
+    if not (isinstance(margin, str) and margin == "full"):
+        raise ValueError(f"margin applies to boundary='estimate' only, not {boundary!r}")
+    return ()
+
+
 def check_margin(margin: Any, psf_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """Return the estimate's margin (voxels before, after) per axis for ``boundary="estimate"``.
 
@@ -334,7 +348,9 @@ def check_margin(margin: Any, psf_shape: tuple[int, ...]) -> tuple[tuple[int, in
     deconwolf's default); ``"half"``: half of that on each side; an int or one int per axis:
     that many voxels on each side, capped at the full reach (beyond it nothing is observable).
     """
-    full = tuple((k - 1 - k // 2, k // 2) for k in psf_shape)
+    from .backends._base import full_margin
+
+    full = full_margin(tuple(psf_shape))
     if isinstance(margin, str):
         _choice(margin, "margin", MARGINS)
         if margin == "full":

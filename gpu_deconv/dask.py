@@ -143,14 +143,17 @@ def richardson_lucy(
     # dask cannot overlap by more than an axis holds; the whole axis is all there is.
     depth = tuple(min(d, n) for d, n in zip(resolve_overlap(overlap, psf), image.shape))
     max_memory = v.check_max_memory(max_memory)
-    if boundary in v.ESTIMATED_BOUNDARIES:
-        v.check_margin(margin, psf.shape)
+    v.margins_for(boundary, margin, psf.shape)  # each chunk gets the margin, checked once here
     if chunks is not None:
         image = image.rechunk(chunks)
     arrays = [image]
     if mask is not None:
         arrays.append(_dask_mask(mask, image))
-    start = _initial_value(v.default_init(boundary) if init is None else init, image, mask)
+    start = _initial_value(
+        v.default_init(boundary) if init is None else init,
+        image,
+        arrays[1] if mask is not None else None,
+    )
     options: dict[str, Any] = dict(
         psf=psf,
         iterations=iterations,

@@ -196,3 +196,29 @@ def test_weighted_results_do_not_depend_on_the_psf_scale(backend, scale, kwargs)
     # A flat scene stays flat away from the corners of the margin (w <= 1e-3 there).
     inner = normalised[4:-4, 4:-4, 4:-4]
     assert np.abs(inner - 50).max() <= 1e-3 * 50
+
+
+def test_dask_takes_integer_masks_and_refuses_margins_of_other_modes():
+    import dask
+    import dask.array as da
+
+    from gpu_deconv.dask import richardson_lucy as dask_rl
+
+    image = blob_image((40, 48), seed=12).astype(np.float32)
+    psf = make_psf((5, 5), "gaussian")
+    mask = np.ones(image.shape, np.uint8)
+    mask[5:9, 5:9] = 0
+    lazy = dask_rl(
+        da.from_array(image, chunks=(20, 24)),
+        psf,
+        8,
+        backend="numpy",
+        boundary="estimate",
+        mask=mask,
+    )
+    with dask.config.set(scheduler="sync"):
+        result = lazy.compute()
+    whole = gd.richardson_lucy(image, psf, 8, backend="numpy", boundary="estimate", mask=mask)
+    assert rel_rms(result, whole) <= 1e-4
+    with pytest.raises(ValueError, match="boundary='estimate' only"):
+        dask_rl(da.from_array(image), psf, 8, backend="numpy", margin="half")

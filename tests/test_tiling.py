@@ -20,10 +20,10 @@ from gpu_deconv.psf import gaussian_psf
 from gpu_deconv.tiling import default_overlap, plan_tiles
 
 
-def plan_memory(backend, psf, shape, boundary, method, dtype, mask=False):
+def plan_memory(backend, psf, shape, boundary, method, dtype, mask=False, algorithm=RichardsonLucy):
     """The memory richardson_lucy plans for one piece (PSF normalised as it does)."""
     spec = BlurSpec(psf / psf.sum(), shape, boundary, method, np.dtype(dtype))
-    return memory_need(backend, spec, RichardsonLucy, weighted=mask)
+    return memory_need(backend, spec, algorithm, weighted=mask)
 
 
 # Tiled against whole-image results (issue 7): relative RMS and max |diff| / max, both <= 1e-3.
@@ -192,6 +192,38 @@ def test_numpy_memory_model_bounds_the_padded_dct_peak(dtype):
     _, peak = traced_peak(
         lambda: gd.richardson_lucy(
             image, psf, 3, backend=backend, method="fft", boundary="nearest", tile_shape=None
+        )
+    )
+    assert peak <= need.total <= 1.25 * peak, (peak / image.nbytes, need.total / image.nbytes)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(acceleration="shb"),
+        dict(acceleration="biggs"),
+        dict(mask=True, init="mean"),
+        dict(mask=True, init="observed"),
+        dict(boundary="estimate", mask=True),
+        dict(boundary="estimate", acceleration="shb"),
+    ],
+)
+def test_numpy_memory_model_bounds_weighted_and_accelerated_peaks(kwargs):
+    from gpu_deconv.algorithms import ALGORITHMS
+
+    image = blob_image((24, 40, 36), seed=8).astype(np.float32)
+    psf = gaussian_psf((7, 9, 9), (1.5, 2.0, 2.0))
+    kwargs = dict(kwargs)
+    boundary = kwargs.setdefault("boundary", "reflect")
+    if kwargs.get("mask"):
+        kwargs["mask"] = np.random.default_rng(0).random(image.shape) > 0.1
+    algorithm = ALGORITHMS[kwargs.get("acceleration") or "richardson_lucy"]
+    spec = BlurSpec(psf / psf.sum(), image.shape, boundary, "fft", np.float32)
+    weighted = boundary == "estimate" or kwargs.get("mask") is not None
+    need = memory_need(get_backend("numpy"), spec, algorithm, weighted)
+    _, peak = traced_peak(
+        lambda: gd.richardson_lucy(
+            image, psf, 4, backend="numpy", method="fft", tile_shape=None, **kwargs
         )
     )
     assert peak <= need.total <= 1.25 * peak, (peak / image.nbytes, need.total / image.nbytes)

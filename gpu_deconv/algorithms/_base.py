@@ -29,8 +29,8 @@ class Model:
     estimate : backend array
         The starting estimate on the work domain; algorithms update it in place.
     weights : backend array or None
-        ``1 / (H^T mask)`` on the work domain, 0 where a voxel is not observable; ``None`` when
-        the plain update is exact (same-shape boundary mode, no mask).
+        ``1 / H^T(mask / sum(psf))`` on the work domain, 0 where a voxel is not observable;
+        ``None`` when the plain update is exact (same-shape boundary mode, no mask).
     eps : float
         The ratio is set to 0 where the blurred estimate is ``<= eps``.
     dtype : numpy.dtype
@@ -53,11 +53,15 @@ class Algorithm(Protocol):
     ----------
     name : str
         Registry name.
+    reductions : bool
+        Whether a step runs reductions (their scratch is planned as the backend's
+        ``reduction_scratch``).
     estimate : backend array
         The current estimate on the work domain (what snapshots and the result are cut from).
     """
 
     name: str
+    reductions: bool
     estimate: Any
 
     @staticmethod

@@ -20,10 +20,11 @@ never the extrapolated point.
 
 from __future__ import annotations
 
+from .._validation import ACCELERATIONS
 from ..backends._base import BlurPlan
 from ._base import OBSERVED, WORK, Model
 
-ACCELERATIONS = ("shb", "biggs")
+__all__ = ["ACCELERATIONS", "AcceleratedRichardsonLucy", "BiggsAndrews", "ScaledHeavyBall"]
 # Above the smallest float32 normal (1.2e-38) with room, below any real signal of data scaled
 # to a maximum in [1, 2) (the driver's scaling).
 FLOOR = 1e-30
@@ -35,6 +36,7 @@ class AcceleratedRichardsonLucy:
 
     name = "accelerated_richardson_lucy"
     kind = "shb"
+    reductions = True
 
     @classmethod
     def buffers(cls, plan: BlurPlan) -> dict[str, str]:

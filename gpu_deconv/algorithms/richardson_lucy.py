@@ -15,6 +15,7 @@ class RichardsonLucy:
     """
 
     name = "richardson_lucy"
+    reductions = False
 
     @staticmethod
     def buffers(plan: BlurPlan) -> dict[str, str]:

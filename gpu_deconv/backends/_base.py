@@ -74,6 +74,8 @@ class BlurSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        if self.boundary == "estimate" and not self.margin:  # the default: the full reach
+            object.__setattr__(self, "margin", full_margin(self.psf.shape))
 
     @property
     def estimated_edges(self) -> bool:
@@ -196,6 +198,8 @@ class Backend(Protocol):
         compete with it).
     device_name : str
         The device it computes on; empty for the host.
+    reduction_scratch : int
+        Bytes one float64 reduction (:meth:`dot`, :meth:`step_agreement`) holds while it runs.
     """
 
     name: str
@@ -204,6 +208,7 @@ class Backend(Protocol):
     transforms: tuple[str, ...]
     auto_priority: int
     device_name: str
+    reduction_scratch: int
     lock: Any  # a context manager (threading.RLock, contextlib.nullcontext)
     uses_host_memory: bool
 
@@ -296,7 +301,8 @@ class Backend(Protocol):
     def step_agreement(self, estimate: Any, previous: Any, point: Any) -> float:
         """Return ``sum((estimate - previous) * (point - previous))`` in float64.
 
-        Negative when the last step went against the momentum that made ``point``.
+        Negative when the last step went against the momentum that made ``point``. ``point``
+        may be overwritten (the step no longer needs it).
         """
         ...
 

@@ -82,9 +82,9 @@ OPENCL_GPU_COSTS = CostModel(
 
 FLOAT32 = np.dtype(np.float32)
 _PROGRAMS: dict[int, Any] = {}
-FFT_PLAN_CACHE_SIZE = 8
+FFT_PLAN_CACHE_SIZE = 8  # VkFFT plans compile kernels per shape: keep the recent ones
 # Work items of a float64 reduction: enough to fill a GPU, few partial sums to bring back.
-REDUCTION_ITEMS = 4096  # VkFFT plans compile kernels per shape: keep the recent ones
+REDUCTION_ITEMS = 4096
 
 
 class InsufficientDeviceMemoryError(MemoryError):
@@ -125,6 +125,7 @@ class OpenCLBackend:
     dtypes: tuple[str, ...] = ("float32",)
     uses_host_memory = False
     list_devices = staticmethod(list_devices)
+    reduction_scratch = REDUCTION_ITEMS * 8  # the partial sums
 
     def __init__(self, device: str | None = None):
         cl = import_pyopencl()
