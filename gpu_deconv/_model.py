@@ -88,18 +88,18 @@ def build_model(
     elif mask is not None:
         image = image * mask  # the unmasked image stays the start
     observed = be.to_backend(image)
-    estimate = _start(be, plan, image, start, observed, mask, dtype)
+    estimate = _start(be, plan, image, start, observed, dtype)
     if weights is not None:
         be.keep_where(estimate, weights, out=estimate)
     return Model(be, operator, observed, estimate, weights, eps, dtype)
 
 
-def _start(be, plan: BlurPlan, image, start, observed, mask, dtype) -> Any:
+def _start(be, plan: BlurPlan, image, start, observed, dtype) -> Any:
     if not plan.same_domain:
         return be.to_backend(_grown_start(plan, start, dtype))
     if not isinstance(start, np.ndarray):
         return be.full(plan.work_shape, start, dtype)
-    if start is image and mask is None:
+    if start is image:  # the observed image itself (with a mask, image is the masked copy)
         return be.copy(observed)
     # A private array (validated image or init copy): a host backend may update it in place.
     return be.to_backend(start)
