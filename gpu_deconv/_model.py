@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .algorithms import OBSERVED, Algorithm, Model
+from .algorithms import OBSERVED, WORK, Algorithm, Model
 from .backends import Backend
 from .backends._base import BlurOperator, BlurPlan, BlurSpec, MemoryNeed
 
@@ -42,11 +42,11 @@ def memory_need(
     item = spec.dtype.itemsize
     sizes = {
         OBSERVED: math.prod(plan.observed_shape) * item,
-        "work": math.prod(plan.work_shape) * item,
+        WORK: math.prod(plan.work_shape) * item,
     }
-    buffers = [sizes[OBSERVED], sizes["work"]]  # observed image, estimate
+    buffers = [sizes[OBSERVED], sizes[WORK]]  # observed image, estimate
     if weighted:
-        buffers.append(sizes["work"])
+        buffers.append(sizes[WORK])
     buffers += [sizes[domain] for domain in algorithm.buffers(plan).values()]
     if backend.uses_host_memory:
         buffers.append(sizes[OBSERVED])

@@ -78,3 +78,33 @@ class Algorithm(Protocol):
     def step(self) -> None:
         """Advance the estimate by one iteration."""
         ...
+
+
+class BackProjection:
+    """The Richardson-Lucy correction ``H^T(g / H x)`` with its two buffers, for any algorithm.
+
+    ``buffers(plan)`` declares them: the blurred/ratio image and, unless the blur may write
+    over its input, the correction.
+    """
+
+    @staticmethod
+    def buffers(plan: BlurPlan) -> dict[str, str]:
+        """Return the blurred/ratio buffer and, unless the blur works in place, the correction."""
+        buffers = {"blurred": OBSERVED}
+        if not plan.inplace:  # only same-shape operators are in place
+            buffers["correction"] = WORK
+        return buffers
+
+    def __init__(self, model: Model):
+        be, plan = model.backend, model.operator.plan
+        self._model = model
+        self._blurred = be.empty(plan.observed_shape, model.dtype)
+        # An operator that may write over its input needs no separate correction buffer.
+        self._correction = self._blurred if plan.inplace else be.empty(plan.work_shape, model.dtype)
+
+    def __call__(self, x: Any) -> Any:
+        """Return the buffer holding ``H^T(g / H x)`` (the observed image ``g`` of the model)."""
+        m = self._model
+        m.operator.convolve(x, out=self._blurred)
+        m.backend.ratio(m.observed, self._blurred, m.eps, out=self._blurred)
+        return m.operator.correlate(self._blurred, out=self._correction)

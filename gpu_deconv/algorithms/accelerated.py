@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from .._validation import ACCELERATIONS
 from ..backends._base import BlurPlan
-from ._base import OBSERVED, WORK, Model
+from ._base import WORK, BackProjection, Model
 
 __all__ = ["ACCELERATIONS", "AcceleratedRichardsonLucy", "BiggsAndrews", "ScaledHeavyBall"]
 # Above the smallest float32 normal (1.2e-38) with room, below any real signal of data scaled
@@ -44,9 +44,7 @@ class AcceleratedRichardsonLucy:
 
         Biggs adds the last two changes ``G``.
         """
-        buffers = {"previous": WORK, "point": WORK, "blurred": OBSERVED}
-        if not (plan.inplace and plan.same_domain):
-            buffers["correction"] = WORK
+        buffers = {"previous": WORK, "point": WORK, **BackProjection.buffers(plan)}
         if cls.kind == "biggs":
             buffers.update(change=WORK, earlier_change=WORK)
         return buffers
@@ -57,17 +55,11 @@ class AcceleratedRichardsonLucy:
         self.estimate = model.estimate
         self._previous = be.copy(model.estimate)
         self._point = be.empty(plan.work_shape, model.dtype)
-        self._blurred = be.empty(plan.observed_shape, model.dtype)
-        if "correction" in self.buffers(plan):
-            self._correction = be.empty(plan.work_shape, model.dtype)
-        else:
-            self._correction = self._blurred
+        self._back_project = BackProjection(model)
         if self.kind == "biggs":
             self._changes = [be.empty(plan.work_shape, model.dtype) for _ in range(2)]
         self._since_restart = 0
         self._steps = 0
-        self.restarts = 0
-        self.momentum = 0.0
 
     def _momentum(self) -> float:
         if self.kind == "shb":
@@ -78,20 +70,16 @@ class AcceleratedRichardsonLucy:
         be = self._model.backend
         last, earlier = self._changes
         ratio = be.dot(last, earlier) / (be.dot(earlier, earlier) + TINY)
-        if ratio <= 0:
-            self.restarts += 1
         return min(max(ratio, 0.0), 1.0)
 
     def step(self) -> None:
         """One iteration: extrapolate, RL step at the extrapolated point, restart test."""
         m = self._model
-        be, operator = m.backend, m.operator
-        alpha = self.momentum = self._momentum()
+        be = m.backend
+        alpha = self._momentum()
         be.extrapolate(self.estimate, self._previous, alpha, FLOOR, out=self._point)
-        operator.convolve(self._point, out=self._blurred)
-        be.ratio(m.observed, self._blurred, m.eps, out=self._blurred)
-        operator.correlate(self._blurred, out=self._correction)
-        be.clamped_update(self._point, self._correction, m.weights, FLOOR, out=self.estimate)
+        correction = self._back_project(self._point)
+        be.clamped_update(self._point, correction, m.weights, FLOOR, out=self.estimate)
         self._steps += 1
         if self.kind == "biggs":
             # The new change replaces the older one: G_k into the buffer of G_{k-2}.
@@ -101,7 +89,6 @@ class AcceleratedRichardsonLucy:
         self._since_restart += 1
         if alpha > 0 and be.step_agreement(self.estimate, self._previous, self._point) < 0:
             self._since_restart = 0
-            self.restarts += 1
 
 
 class ScaledHeavyBall(AcceleratedRichardsonLucy):

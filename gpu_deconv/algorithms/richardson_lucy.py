@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..backends._base import BlurPlan
-from ._base import OBSERVED, WORK, Model
+from ._base import BackProjection, Model
 
 
 class RichardsonLucy:
@@ -19,30 +19,19 @@ class RichardsonLucy:
 
     @staticmethod
     def buffers(plan: BlurPlan) -> dict[str, str]:
-        """Return the blurred/ratio image and, unless the blur works in place, the correction."""
-        buffers = {"blurred": OBSERVED}
-        if not (plan.inplace and plan.same_domain):
-            buffers["correction"] = WORK
-        return buffers
+        """Return the back-projection's buffers: all plain RL needs beyond the model."""
+        return BackProjection.buffers(plan)
 
     def __init__(self, model: Model):
-        be, plan = model.backend, model.operator.plan
         self._model = model
         self.estimate = model.estimate
-        self._blurred = be.empty(plan.observed_shape, model.dtype)
-        if "correction" in self.buffers(plan):
-            self._correction = be.empty(plan.work_shape, model.dtype)
-        else:  # an operator that may write over its input needs no separate buffer
-            self._correction = self._blurred
+        self._back_project = BackProjection(model)
 
     def step(self) -> None:
         """One iteration: blur, ratio, back-project, update."""
         m = self._model
-        be, operator = m.backend, m.operator
-        operator.convolve(self.estimate, out=self._blurred)
-        be.ratio(m.observed, self._blurred, m.eps, out=self._blurred)
-        operator.correlate(self._blurred, out=self._correction)
+        correction = self._back_project(self.estimate)
         if m.weights is None:
-            be.multiply(self.estimate, self._correction, out=self.estimate)
+            m.backend.multiply(self.estimate, correction, out=self.estimate)
         else:
-            be.weighted_update(self.estimate, self._correction, m.weights, out=self.estimate)
+            m.backend.weighted_update(self.estimate, correction, m.weights, out=self.estimate)
