@@ -8,7 +8,7 @@ allocates its buffers once, before the first iteration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -120,6 +120,8 @@ class BlurPlan:
     memory : MemoryNeed
         Backend memory of the operator itself: transform buffers, spectra, scratch; not the
         algorithm's image-sized buffers.
+    profiles : list of ndarray or None
+        The 1-D profiles of the ``"separable"`` method (found while choosing it), else None.
     """
 
     method: str
@@ -129,6 +131,7 @@ class BlurPlan:
     support: tuple[slice, ...]
     inplace: bool
     memory: MemoryNeed
+    profiles: list[np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def observed_shape(self) -> tuple[int, ...]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from ._base import BlurPlan, BlurSpec, MemoryNeed
+
 
 def boundary_index(offsets: np.ndarray, size: int, boundary: str) -> np.ndarray:
     """Map integer positions (any, also far outside ``[0, size)``) to source indices.
@@ -380,3 +382,21 @@ def work_domain(
         slice(b - lo, b + n + hi) for b, n, (lo, hi) in zip(geometry.pad_before, shape, margin)
     )
     return geometry.padded_shape, geometry.crop, support
+
+
+def blur_plan(
+    spec: BlurSpec,
+    method: str,
+    transform: str,
+    memory: MemoryNeed,
+    profiles: list[np.ndarray] | None,
+) -> BlurPlan:
+    """Return the :class:`BlurPlan` of ``spec`` with the backend's choices and operator memory.
+
+    The work domain follows from the spec (:func:`work_domain`); only same-shape fft operators
+    may write over their input.
+    """
+    work, observed, support = work_domain(spec.shape, spec.psf.shape, spec.boundary, spec.margin)
+    inplace = method == "fft" and spec.boundary != "estimate"
+    kept = profiles if method == "separable" else None
+    return BlurPlan(method, transform, work, observed, support, inplace, memory, kept)

@@ -25,13 +25,13 @@ from ._host_memory import available_host_memory
 from ._planning import (
     CostModel,
     FFTGeometry,
+    blur_plan,
     boundary_index,
     choose_method,
     dct_gain,
     embed_psf,
     fft_geometry,
     spectral_transform,
-    work_domain,
 )
 
 # Measured on a 2-core x86-64 machine (float32, 64x128x128 and 80x288x288 volumes);
@@ -313,7 +313,7 @@ class NumpyBackend:
         the padded FFT's padded buffer, inverse-transform output, OTF and its conjugate,
         spectrum and one boundary slab (checked against tracemalloc).
         """
-        method, _ = choose_method(
+        method, profiles = choose_method(
             spec.method, spec.shape, spec.psf, spec.boundary, spec.dtype, self.cost_model
         )
         transform = ""
@@ -321,9 +321,6 @@ class NumpyBackend:
             transform = spectral_transform(
                 spec.psf, spec.shape, spec.boundary, spec.dtype, self.cost_model
             )
-        work, observed, support = work_domain(
-            spec.shape, spec.psf.shape, spec.boundary, spec.margin
-        )
         n = math.prod(spec.shape) * spec.dtype.itemsize
         small = 4 * spec.psf.size * 8 + 2**16  # PSF copies, index maps, profiles
         if method == "spatial":
@@ -344,8 +341,7 @@ class NumpyBackend:
             # The padder's largest slab: the boundary extension along one axis, copied at once.
             slab = max(real * (m - k) // m for k, m in zip(spec.shape, padded))
             memory = MemoryNeed(2 * real + 3 * spectrum + slab + small, spectrum)
-        inplace = method == "fft" and spec.boundary != "estimate"
-        return BlurPlan(method, transform, work, observed, support, inplace, memory)
+        return blur_plan(spec, method, transform, memory, profiles)
 
     def blur_operator(self, spec: BlurSpec):
         plan = self.plan_blur(spec)
@@ -353,11 +349,8 @@ class NumpyBackend:
         if plan.method == "spatial":
             return _SpatialOperator(plan, psf, boundary)
         if plan.method == "separable":
-            _, profiles = choose_method(
-                "separable", shape, psf, boundary, spec.dtype, self.cost_model
-            )
-            assert profiles is not None  # choose_method guarantees it
-            return _SeparableOperator(plan, profiles, boundary, shape, spec.dtype)
+            assert plan.profiles is not None  # choose_method guarantees it
+            return _SeparableOperator(plan, plan.profiles, boundary, shape, spec.dtype)
         workers = self.fft_workers(plan.work_shape)
         if plan.transform != "rfft":
             return _DCTOperator(plan, psf, shape, boundary, spec.dtype, workers)

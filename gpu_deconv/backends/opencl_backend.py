@@ -28,12 +28,12 @@ from ._opencl_devices import (
 )
 from ._planning import (
     CostModel,
+    blur_plan,
     choose_method,
     dct_gain,
     embed_psf,
     fft_geometry,
     spectral_transform,
-    work_domain,
 )
 
 BOUNDARY_CODES = {"reflect": 0, "nearest": 1, "mirror": 2, "wrap": 3, "constant": 4}
@@ -325,10 +325,7 @@ class OpenCLBackend:
         The operator's own buffers: the PSF (spatial), two scratch images (separable), the DCT
         gain, or the in-place padded FFT buffer and the half-spectrum OTF.
         """
-        method, _, transform = self._choose(spec)
-        work, observed, support = work_domain(
-            spec.shape, spec.psf.shape, spec.boundary, spec.margin
-        )
+        method, profiles, transform = self._choose(spec)
         n = math.prod(spec.shape) * 4
         if method == "spatial":
             memory = MemoryNeed(spec.psf.size * 4, spec.psf.size * 4)
@@ -343,8 +340,7 @@ class OpenCLBackend:
             padded = fft_geometry(spec.shape, spec.psf.shape, spec.boundary).padded_shape
             spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
             memory = MemoryNeed(2 * spectrum, spectrum)
-        inplace = method == "fft" and spec.boundary != "estimate"
-        return BlurPlan(method, transform, work, observed, support, inplace, memory)
+        return blur_plan(spec, method, transform, memory, profiles)
 
     def memory_limits(self) -> MemoryNeed:
         """Return the device's global memory (with headroom) and its largest allocation."""
@@ -353,15 +349,14 @@ class OpenCLBackend:
 
     def blur_operator(self, spec: BlurSpec):
         plan = self.plan_blur(spec)
-        method, profiles, transform = self._choose(spec)
         self.check_memory(plan.memory)
         shape, psf, boundary = spec.shape, spec.psf, spec.boundary
-        if method == "spatial":
+        if plan.method == "spatial":
             return _SpatialOperator(self, plan, psf, shape, boundary)
-        if method == "separable":
-            assert profiles is not None  # choose_method guarantees it
-            return _SeparableOperator(self, plan, profiles, shape, boundary)
-        if transform != "rfft":
+        if plan.method == "separable":
+            assert plan.profiles is not None  # choose_method guarantees it
+            return _SeparableOperator(self, plan, plan.profiles, shape, boundary)
+        if plan.transform != "rfft":
             return _DCTOperator(self, plan, psf, shape, boundary)
         return _FFTOperator(self, plan, psf, shape, boundary)
 
