@@ -1,0 +1,60 @@
+// One-step-late total variation (Dey et al. 2006): out = 1 / max(v - strength * div p, floor * v)
+// with p = grad f / sqrt(|grad f|^2 + smoothing^2), forward differences for the gradient (0 at
+// an axis' last index), backward for the divergence, and v = 1 / weights (1 without weights;
+// out = 0 where weights is 0). Work item (x, y, z) is one voxel of the (nz, ny, nx) estimate;
+// each guarded voxel increments *guarded (rare: an atomic costs nothing in the common case).
+
+// The flux p at (z, y, x), one component per axis, each divided by its spacing.
+inline void tv_flux(__global const float *f, const int z, const int y, const int x,
+                    const int nz, const int ny, const int nx, const float sz, const float sy,
+                    const float sx, const float smoothing2, float *pz, float *py, float *px)
+{
+    const int i = (z * ny + y) * nx + x;
+    const float c = f[i];
+    const float gz = z + 1 < nz ? (f[i + ny * nx] - c) / sz : 0.0f;
+    const float gy = y + 1 < ny ? (f[i + nx] - c) / sy : 0.0f;
+    const float gx = x + 1 < nx ? (f[i + 1] - c) / sx : 0.0f;
+    const float inv = 1.0f / sqrt(gz * gz + gy * gy + gx * gx + smoothing2);
+    *pz = gz * inv / sz;
+    *py = gy * inv / sy;
+    *px = gx * inv / sx;
+}
+
+__kernel void tv_factor(__global float *out, __global const float *f,
+                        __global const float *weights, const int has_weights,
+                        const int nz, const int ny, const int nx,
+                        const float sz, const float sy, const float sx,
+                        const float strength, const float smoothing, const float floor_value,
+                        __global int *guarded)
+{
+    const int x = get_global_id(0), y = get_global_id(1), z = get_global_id(2);
+    const int i = (z * ny + y) * nx + x;
+    const float w = has_weights ? weights[i] : 1.0f;
+    if (w <= 0.0f) {
+        out[i] = 0.0f;
+        return;
+    }
+    const float s2 = smoothing * smoothing;
+    float pz, py, px, qz, qy, qx;
+    tv_flux(f, z, y, x, nz, ny, nx, sz, sy, sx, s2, &pz, &py, &px);
+    float divergence = pz + py + px;
+    if (z > 0) {
+        tv_flux(f, z - 1, y, x, nz, ny, nx, sz, sy, sx, s2, &qz, &qy, &qx);
+        divergence -= qz;
+    }
+    if (y > 0) {
+        tv_flux(f, z, y - 1, x, nz, ny, nx, sz, sy, sx, s2, &qz, &qy, &qx);
+        divergence -= qy;
+    }
+    if (x > 0) {
+        tv_flux(f, z, y, x - 1, nz, ny, nx, sz, sy, sx, s2, &qz, &qy, &qx);
+        divergence -= qx;
+    }
+    const float v = has_weights ? 1.0f / w : 1.0f;
+    float d = v - strength * divergence;
+    if (d < floor_value * v) {
+        d = floor_value * v;
+        atomic_inc(guarded);
+    }
+    out[i] = 1.0f / d;
+}
