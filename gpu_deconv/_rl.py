@@ -663,15 +663,19 @@ def _solve(
     start = v.initial_estimate(
         v.default_init(p.boundary) if p.init is None else p.init, image, p.mask, level
     )
-    image, start, psf, eps, exponent, psf_exponent = _scaling.scale_problem(
-        image, start, p.psf, p.eps
-    )
+    image, start, psf, eps, exponent = _scaling.scale_problem(image, start, p.psf, p.eps)
     scale = math.ldexp(1.0, -exponent)  # data units per photon
-    model_scale = math.ldexp(scale, -psf_exponent)  # of what the model adds to H' f'
+    # The model is H f + b with H the PSF normalised to sum 1 (its scale never matters, as in
+    # plain Richardson-Lucy): with the blur H' of the scaled PSF, of sum S, the ratio is
+    # g / (H' f / S + b), and S g / (H' f + S b) times H'^T / S is the same update.
+    psf_sum = float(psf.sum())
+    model_scale = scale * psf_sum
     dtype = image.dtype
     tv = None
     if p.strength:
-        tv = _regularization.total_variation(p.strength, p.spacing, float(image.max()))
+        tv = _regularization.total_variation(
+            p.strength, p.spacing, float(image.max()), float(image.mean())
+        )
     background_map = None
     offset = variance * model_scale
     if isinstance(p.background, np.ndarray):
@@ -712,7 +716,7 @@ def _solve(
             monitor = None
             if monitored:
                 monitor = _stopping.Monitor(
-                    model, fields["mask"], scale, 2.0**psf_exponent, fields["validation"]
+                    model, fields["mask"], scale, 1.0 / psf_sum, fields["validation"]
                 )
             kept, history = _iterate(
                 algorithm(model), model, count, limit, keep, callback, bar, monitor, stopper

@@ -112,11 +112,6 @@ class Scaled(NamedTuple):
         The guard in scaled units: the ratio is 0 where the blurred estimate is ``<= eps``.
     exponent : int
         Estimates are multiplied by ``2**exponent`` to return to the image's units.
-    psf_exponent : int
-        The PSF was multiplied by ``2**-psf_exponent``: the scaled blur ``H' f'`` is
-        ``2**-(exponent + psf_exponent) H f``, so terms added to the blurred estimate (a
-        background) scale by that, and ``H' f'`` times ``2**psf_exponent`` is in the scaled
-        image's units.
     """
 
     image: np.ndarray
@@ -124,7 +119,6 @@ class Scaled(NamedTuple):
     psf: np.ndarray
     eps: float
     exponent: int
-    psf_exponent: int = 0
 
 
 def scale_problem(
@@ -162,7 +156,7 @@ def scale_problem(
         _check_start(value, float(start), peak, limit, threshold, psf_sum, image.dtype)
         scaled_start = value
     scale_in_place(image, k)
-    return Scaled(image, scaled_start, psf, threshold, k, psf_k)
+    return Scaled(image, scaled_start, psf, threshold, k)
 
 
 def _check_start(scaled, value, peak, limit, threshold, psf_sum, dtype) -> None:

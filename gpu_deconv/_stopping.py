@@ -137,8 +137,8 @@ class Monitor:
     scale : float
         Backend units per photon (the driver's power-of-two scaling).
     gain : float
-        What turns the model ``H' f + b' + offset`` into the data's units (a power of two:
-        the PSF's scaling, :class:`gpu_deconv._scaling.Scaled`).
+        What turns the model ``H' f + b' + offset`` into the data's units: one over the sum
+        of the PSF the blur uses (the model's ``H`` has sum 1).
     validation : ndarray, optional
         The held-out half, in the model's units: records its log-likelihood as ``"holdout"``.
     """

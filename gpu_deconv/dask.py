@@ -175,14 +175,11 @@ def richardson_lucy(
     if mask is not None:
         fields["mask"] = _dask_mask(mask, image)
     if background is not None and not isinstance(background, numbers.Real):
-        fields["background"] = _dask_field(background, image, compute_dtype)
+        fields["background"] = level = _dask_field(background, image, compute_dtype)
     else:
-        check_background(background, image.shape, compute_dtype)
+        level = check_background(background, image.shape, compute_dtype)
     start = _initial_value(
-        v.default_init(boundary) if init is None else init,
-        image,
-        fields.get("mask"),
-        fields.get("background", background or 0.0),
+        v.default_init(boundary) if init is None else init, image, fields.get("mask"), level
     )
     options: dict[str, Any] = dict(
         psf=psf,

@@ -61,7 +61,7 @@ class Model:
         """Return what the update from ``point`` is multiplied by: the weights or the TV factor.
 
         Without regularisation, the edge/mask weights (None: none). With it, the one-step-late
-        factor ``1 / (w - lambda div(...))`` at ``point``, in a work-domain buffer of its own.
+        factor ``weights / (1 - lambda div(...))`` at ``point``, in a buffer of its own.
         """
         tv = self.regularizer
         if tv is None:

@@ -333,11 +333,11 @@ class Backend(Protocol):
     ) -> None:
         """Write the one-step-late total-variation factor into ``out`` (a third array).
 
-        ``out = 1 / max(v - strength * div(grad f / sqrt(|grad f|^2 + smoothing^2)), floor * v)``
-        with ``v = 1 / weights`` (``v = 1`` when ``weights`` is None; ``out = 0`` where
-        ``weights`` is 0). Forward differences for the gradient (0 at the last index of an
-        axis), backward for the divergence, ``spacing`` per (z, y, x) axis. Voxels where the
-        guard ``floor * v`` applied are counted (:meth:`tv_guarded`).
+        ``out = weights / max(1 - strength * div(grad f / sqrt(|grad f|^2 + smoothing^2)),
+        floor)`` (``weights`` None: 1). Forward differences for the gradient (0 at the last
+        index of an axis and to voxels whose weight is 0), backward for the divergence,
+        ``spacing`` per (z, y, x) axis. Voxels where the guard applied are counted
+        (:meth:`tv_guarded`).
         """
         ...
 

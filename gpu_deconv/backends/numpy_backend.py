@@ -434,18 +434,18 @@ class NumpyBackend:
         return _dot64(estimate, point) - _dot64(previous, point)
 
     def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
-        divergence = _tv_divergence(estimate, spacing[3 - estimate.ndim :], smoothing)
-        base = 1.0 if weights is None else _inverse(weights)
+        kept = None if weights is None else weights > 0
+        divergence = _tv_divergence(estimate, spacing[3 - estimate.ndim :], smoothing, kept)
         np.multiply(divergence, -strength, out=out)
-        out += base
-        guard = out < floor * base
-        if weights is not None:
-            guard &= weights > 0  # voxels out of the estimate stay 0, unguarded
+        out += 1.0
+        guard = out < floor
+        if kept is not None:
+            guard &= kept  # voxels out of the estimate stay 0, unguarded
         self._tv_guarded += int(np.count_nonzero(guard))
-        np.copyto(out, floor * base, where=guard)
-        np.divide(1.0, out, out=out, where=out > 0)
+        np.maximum(out, floor, out=out)
+        np.divide(1.0, out, out=out)
         if weights is not None:
-            out[weights <= 0] = 0
+            out *= weights
 
     def tv_guarded(self) -> int:
         count, self._tv_guarded = self._tv_guarded, 0
@@ -487,13 +487,18 @@ def _inverse(weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tv_divergence(f: np.ndarray, spacing, smoothing: float) -> np.ndarray:
-    """``div(grad f / sqrt(|grad f|^2 + smoothing^2))``: forward gradient, backward divergence."""
+def _tv_divergence(f: np.ndarray, spacing, smoothing: float, kept=None) -> np.ndarray:
+    """``div(grad f / sqrt(|grad f|^2 + smoothing^2))``: forward gradient, backward divergence.
+
+    Differences past an axis' end, or to a voxel ``kept`` excludes, are 0 (Neumann).
+    """
     grads = []
     for axis, step in enumerate(spacing):
         ahead, here = _neighbours(axis, f.ndim)
         grad = np.zeros_like(f)
         np.subtract(f[ahead], f[here], out=grad[here])
+        if kept is not None:
+            grad[here] *= kept[ahead] & kept[here]
         grad /= step
         grads.append(grad)
     norm = np.full_like(f, smoothing * smoothing)
