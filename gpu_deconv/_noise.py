@@ -42,10 +42,13 @@ def expected_2kl(mean: float) -> float:
 
     if mean <= 0:
         return 0.0
-    top = int(math.ceil(mean + 15 * math.sqrt(mean) + 30))
-    counts = np.arange(2, top + 1, dtype=np.float64)  # g ln g is 0 for g = 0 and 1
-    e_g_ln_g = float(np.sum(poisson.pmf(counts, mean) * counts * np.log(counts)))
-    return 2.0 * (e_g_ln_g - mean * math.log(mean))
+    low = max(0, int(math.floor(mean - 15 * math.sqrt(mean))))
+    counts = np.arange(low, int(math.ceil(mean + 15 * math.sqrt(mean) + 30)) + 1, dtype=float)
+    mass = poisson.pmf(counts, mean)
+    # The KL of each count, not E[g ln g] - mean ln mean: no cancellation at large means.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(counts > 0, counts * np.log(counts / mean), 0.0) - counts + mean
+    return 2.0 * float(np.sum(mass * kl) / np.sum(mass))
 
 
 @functools.cache
