@@ -362,6 +362,8 @@ def _run(args: argparse.Namespace) -> None:
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
     snapshots = sorted(set(args.snapshots or []))
+    if snapshots and args.iterations == "auto":
+        raise ValueError("--snapshots need a fixed iteration count (-n N), not -n auto")
     outputs = [(args.output, args.iterations)]
     outputs += [(_snapshot_path(args.output, k), k) for k in snapshots]
     inputs = _inputs(args)
@@ -413,16 +415,24 @@ class _Camera:
         if not np.isfinite(args.offset):
             raise ValueError(f"--offset must be a finite number, got {args.offset}")
         self.offset, self.gain, self.keep_photons = args.offset, args.gain, args.photons
+        # Hold-out splitting needs integer counts: converted photons are rounded for it.
+        self.counts = args.stop == "holdout"
 
     def photons(self, data):
         """Return the data in photons (unchanged without offset and gain)."""
         if self.offset == 0 and self.gain == 1:
             return data
-        return (np.asarray(data, dtype=np.float64) - self.offset) / self.gain
+        photons = (data.astype(np.float64) - self.offset) / self.gain
+        return photons.round() if self.counts else photons
 
     def level(self, background):
         """Return a background level or map of the input's units in photons, at least 0."""
-        return np.maximum(self.photons(background), 0)
+        if self.offset == 0 and self.gain == 1:
+            return background
+        if isinstance(background, float):
+            return max((background - self.offset) / self.gain, 0.0)
+        # An array (numpy, or dask for a zarr map: kept lazy).
+        return np.maximum((background.astype(np.float64) - self.offset) / self.gain, 0)
 
     def output(self, estimate: np.ndarray) -> np.ndarray:
         """Return the estimate in photons or back in the input's units (without the offset)."""
