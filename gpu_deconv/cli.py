@@ -99,12 +99,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("image", type=Path, help="input TIFF or zarr array (1D to 3D)")
     run.add_argument(
-        "--psf", type=Path, required=True, help="PSF (TIFF or zarr) with the image's ndim"
+        "--psf",
+        type=Path,
+        required=True,
+        action="append",
+        help="PSF (TIFF or zarr) with the image's spatial axes; repeat it, in channel order, "
+        "for one PSF per channel",
+    )
+    run.add_argument(
+        "--axes",
+        default=None,
+        metavar="TCZYX",
+        help="the image's axes, e.g. CZYX, TZYX, TCZYX, TCYX (default: as the file declares)",
+    )
+    run.add_argument(
+        "--colours",
+        action="store_true",
+        help="deconvolve an RGB/RGBA image colour by colour (refused otherwise)",
     )
     run.add_argument(
         "-n", "--iterations", type=int, default=10, help="iterations (default: %(default)s)"
     )
-    run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF or .zarr")
+    run.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output TIFF (.ome.tif: OME-TIFF, else ImageJ), .zarr or .ome.zarr (OME-Zarr)",
+    )
     run.add_argument(
         "--backend",
         default="auto",
@@ -303,6 +325,9 @@ def _run(args: argparse.Namespace) -> None:
         write_tiffs,
     )
 
+    if _is_stack_run(args):
+        return _run_stack(args)
+    args.psf = args.psf[0]
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
     snapshots = sorted(set(args.snapshots or []))
@@ -333,6 +358,82 @@ def _run(args: argparse.Namespace) -> None:
         written.append((path, data))
     # All or nothing: every output is complete in its temporary file before any is renamed.
     write_tiffs(written, image.voxel_size, args.overwrite)
+
+
+def _is_stack_run(args: argparse.Namespace) -> bool:
+    """Whether a run is one of channels or time points (or writes OME): see ``_run_stack``."""
+    from .stack_io import file_axes, is_ome_tiff, is_ome_zarr
+
+    if args.axes or args.colours or len(args.psf) > 1:
+        return True
+    if is_ome_tiff(args.output) or is_ome_zarr(args.output) or is_ome_zarr(args.image):
+        return True
+    try:
+        return bool(set(file_axes(args.image)) & set("TCS"))
+    except (OSError, ValueError):  # not a TIFF: the other paths report it
+        return False
+
+
+def _run_stack(args: argparse.Namespace) -> None:
+    """Channels and time series, volume by volume from the input file into the output file."""
+    from .io import check_output_path, convert_for_output, read_image
+    from .stack import channel_count, check_axes, deconvolve_stack
+    from .stack_io import create_stack, read_stack
+
+    for name in ("snapshots", "mask", "scheduler"):
+        if getattr(args, name):
+            raise ValueError(f"--{name} is not available for channels and time series")
+    stack = read_stack(args.image, args.axes)
+    axes = check_axes(stack.axes, stack.data.ndim, colours=args.colours)
+    channels = channel_count(stack.data.shape, axes)
+    if len(args.psf) not in (1, channels):
+        raise ValueError(
+            f"give one --psf for all channels or one per channel ({channels}), got {len(args.psf)}"
+        )
+    psfs = [read_image(p).data for p in args.psf]
+    inputs = {"image": args.image, **{f"psf {i + 1}": p for i, p in enumerate(args.psf)}}
+    check_output_path(args.output, args.overwrite, inputs=inputs)
+    options = _options(args)
+    parameters = {
+        "software": "gpu_deconv",
+        "iterations": args.iterations,
+        "psf": [str(p) for p in args.psf],
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+    }
+    clipped = 0
+
+    class _Converted:  # integer outputs: rounded and clipped volume by volume
+        def __init__(self, target):
+            self.target, self.shape = target, target.shape
+
+        def __setitem__(self, key, value):
+            nonlocal clipped
+            data, count = convert_for_output(value, args.output_dtype)
+            clipped += count
+            self.target[key] = data
+
+    with create_stack(
+        args.output,
+        stack.data.shape,
+        args.output_dtype,
+        axes,
+        stack.spacing,
+        stack.channel_names,
+        parameters,
+        args.overwrite,
+    ) as out:
+        deconvolve_stack(
+            stack.data,
+            psfs,
+            args.iterations,
+            axes=axes,
+            out=_Converted(out),
+            colours=args.colours,
+            progress=not args.quiet,
+            tile_shape=args.tile_shape,
+            **options,
+        )
+    _report_clipping(args.output, clipped, args.output_dtype)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:

@@ -524,14 +524,19 @@ def write_zarr(
     try:
         store = array.to_zarr(str(partial), overwrite=True, compute=False)
         (compute or (lambda task: task.compute()))(store)
-        if path.exists():
-            old = partial.with_suffix(".old")
-            path.rename(old)
-            partial.rename(path)
-            shutil.rmtree(old)
-        else:
-            partial.rename(path)
+        replace_directory(partial, path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return path
+
+
+def replace_directory(partial: Path, path: Path) -> None:
+    """Move the complete directory ``partial`` onto ``path``, replacing what is there."""
+    if path.exists():
+        old = partial.with_suffix(".old")
+        path.rename(old)
+        partial.rename(path)
+        shutil.rmtree(old)
+    else:
+        partial.rename(path)
