@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh
 
 venv: $(STAMP)
 
-# Every OpenCL test must run (on PoCL where there is no GPU): a missing device fails, not skips.
+# Every OpenCL test must run (on PoCL where there is no GPU), and the napari viewer tests (under
+# Xvfb): a missing device or napari fails, not skips.
 test: $(STAMP)
-	GPU_DECONV_REQUIRE_OPENCL=1 $(PY) -m pytest
+	GPU_DECONV_REQUIRE_OPENCL=1 GPU_DECONV_REQUIRE_NAPARI=1 $(PY) -m pytest
 
 demo: $(STAMP)
 	$(VENV)/bin/gpu-deconv demo --out $(DEMO_OUT)

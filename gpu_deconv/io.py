@@ -282,10 +282,12 @@ def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dic
     kwargs: dict = {"imagej": imagej}
     if data.ndim >= 2:  # tifffile takes no photometric for 1D data
         kwargs["photometric"] = "minisblack"
+    if data.ndim == 3:  # else tifffile declares the planes ImageJ channels
+        kwargs["metadata"] = {"axes": "ZYX"}
     if voxel_size is not None and data.ndim >= 2:
         kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
         if data.ndim == 3 and len(voxel_size) == 3:
-            kwargs["metadata"] = {"spacing": voxel_size[0], "axes": "ZYX"}
+            kwargs["metadata"]["spacing"] = voxel_size[0]
     return kwargs
 
 
