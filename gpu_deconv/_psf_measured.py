@@ -224,7 +224,8 @@ def bead_psf(
     Returns
     -------
     ndarray
-        float64 PSF, normalised to sum 1.
+        The PSF (float64, sum 1), of ``shape`` if given, else of the bead image's (or the
+        resampled) shape.
 
     Raises
     ------

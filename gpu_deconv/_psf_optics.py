@@ -105,7 +105,8 @@ def confocal_psf(
     Returns
     -------
     ndarray
-        float64 PSF of ``shape``, normalised to sum 1.
+        The observation volume (float64, sum 1) of ``shape``: what the excitation focus
+        lights and the pinhole lets through.
 
     Raises
     ------

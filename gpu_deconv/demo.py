@@ -277,10 +277,7 @@ def run_3d(
         axes[1, column].set_title("max projection over y (z down)")
         for ax in axes[:, column]:
             ax.axis("off")
-    fig.tight_layout()
-    figure = out / "nuclei3d_mip.png"
-    fig.savefig(figure, dpi=90)
-    plt.close(fig)
+    figure = _save_figure(fig, out / "nuclei3d_mip.png", dpi=90)
     return {
         "seconds_per_iteration": seconds,
         "rel_rms_vs_first": agreement,
@@ -297,12 +294,8 @@ def run_model_psf(out_dir: str | Path, backend: str = "auto", progress: bool = T
 
     Parameters
     ----------
-    out_dir : str or Path
-        Output folder (created if missing).
-    backend : str, optional
-        Backend, by default ``"auto"``.
-    progress : bool, optional
-        Show a progress bar, by default True.
+    out_dir, backend, progress
+        As :func:`run_tutorial` (``backend`` runs the one deconvolution).
 
     Returns
     -------
@@ -332,10 +325,7 @@ def run_model_psf(out_dir: str | Path, backend: str = "auto", progress: bool = T
         ax.imshow(image, cmap="gray")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
-    figure = out / "model_psf.png"
-    fig.savefig(figure, dpi=100)
-    plt.close(fig)
+    figure = _save_figure(fig, out / "model_psf.png", dpi=100)
     return {
         "mse": {
             "blurred": metrics.mse(original, blurred),
@@ -344,3 +334,12 @@ def run_model_psf(out_dir: str | Path, backend: str = "auto", progress: bool = T
         "iterations": MODEL_ITERATIONS,
         "files": [figure],
     }
+
+
+def _save_figure(fig, path: Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

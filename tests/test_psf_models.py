@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from scipy.optimize import brentq
 from scipy.special import jv
+from test_cli_io import cli
 
 from gpu_deconv.io import read_tiff, write_tiff
 from gpu_deconv.psf import (
@@ -197,33 +195,16 @@ def test_resample_keeps_the_physical_width(factor):
     np.testing.assert_allclose(measured, expected, rtol=0.02)
 
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "gpu_deconv.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+WIDEFIELD = "psf widefield --shape 9,33,33 --spacing 0.3,0.1,0.1 --wavelength 0.52 --na 1.2"
+CONFOCAL = (
+    "psf confocal --shape 9,33,33 --spacing 0.1 --wavelength 0.52 --excitation 0.488 --na 1.2 "
+    "--pinhole 0.5"
+)
 
 
 def test_cli_psf_models_and_bead(tmp_path):
     out = tmp_path / "wf.tif"
-    done = cli(
-        "psf",
-        "widefield",
-        "--shape",
-        "9,33,33",
-        "--spacing",
-        "0.3,0.1,0.1",
-        "--wavelength",
-        "0.52",
-        "--na",
-        "1.2",
-        "--refractive-index",
-        "1.33",
-        "-o",
-        out,
-    )
+    done = cli(*WIDEFIELD.split(), "--refractive-index", "1.33", "-o", out)
     assert done.returncode == 0, done.stderr
     written = read_tiff(out)
     expected = widefield_psf(
@@ -231,39 +212,15 @@ def test_cli_psf_models_and_bead(tmp_path):
     )
     np.testing.assert_allclose(written.data, expected, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(written.voxel_size, (0.3, 0.1, 0.1), rtol=1e-6)
-    done = cli(
-        "psf",
-        "confocal",
-        "--shape",
-        "9,33,33",
-        "--spacing",
-        "0.1",
-        "--wavelength",
-        "0.52",
-        "--excitation",
-        "0.488",
-        "--na",
-        "1.2",
-        "--pinhole",
-        "0.5",
-        "-o",
-        tmp_path / "cf.tif",
-    )
+    done = cli(*CONFOCAL.split(), "-o", tmp_path / "cf.tif")
     assert done.returncode == 0, done.stderr
     bead = (1000 * np.roll(gaussian_psf((21, 21), 2.0), (1, -2), axis=(0, 1)) + 3.0).astype(
         np.float32
     )
     write_tiff(tmp_path / "bead.tif", bead, (0.05, 0.05))
     done = cli(
-        "psf",
-        "bead",
-        tmp_path / "bead.tif",
-        "--image-spacing",
-        "0.1",
-        "--shape",
-        "7,7",
-        "-o",
-        tmp_path / "psf.tif",
+        *f"psf bead {tmp_path}/bead.tif --image-spacing 0.1 --shape 7,7 "
+        f"-o {tmp_path}/psf.tif".split()
     )
     assert done.returncode == 0, done.stderr
     psf = read_tiff(tmp_path / "psf.tif")
@@ -271,19 +228,6 @@ def test_cli_psf_models_and_bead(tmp_path):
     np.testing.assert_allclose(
         psf.data, bead_psf(bead, shape=(7, 7), spacing=0.05, target_spacing=0.1), rtol=1e-6
     )
-    bad = cli(
-        "psf",
-        "widefield",
-        "--shape",
-        "9,33,33",
-        "--spacing",
-        "0.1",
-        "--wavelength",
-        "0.52",
-        "--na",
-        "1.5",
-        "-o",
-        tmp_path / "x.tif",
-    )
+    bad = cli(*WIDEFIELD.replace("1.2", "1.5").split(), "-o", tmp_path / "x.tif")
     assert bad.returncode == 2 and "must exceed na" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

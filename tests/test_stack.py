@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tifffile
+from test_cli_io import cli
 
 import gpu_deconv as gd
 from gpu_deconv.io import write_tiff
@@ -120,15 +118,6 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "gpu_deconv.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_imagej_hyperstack_two_psfs_matches_api(tmp_path):
     data = stack((2, 6, 2, 24, 20))  # T, Z, C, Y, X: an ImageJ hyperstack
     tifffile.imwrite(
@@ -141,19 +130,8 @@ def test_cli_imagej_hyperstack_two_psfs_matches_api(tmp_path):
     for i, psf in enumerate(PSFS):
         write_tiff(tmp_path / f"psf{i}.tif", psf.astype(np.float32))
     done = cli(
-        "run",
-        tmp_path / "in.tif",
-        "--psf",
-        tmp_path / "psf0.tif",
-        "--psf",
-        tmp_path / "psf1.tif",
-        "-n",
-        "5",
-        "-o",
-        tmp_path / "out.tif",
-        "--backend",
-        "numpy",
-        "-q",
+        *f"run {tmp_path}/in.tif --psf {tmp_path}/psf0.tif --psf {tmp_path}/psf1.tif "
+        f"-n 5 --backend numpy -q -o {tmp_path}/out.tif".split()
     )
     assert done.returncode == 0, done.stderr
     out = read_stack(tmp_path / "out.tif")
@@ -182,17 +160,8 @@ def test_cli_ome_tiff_in_ome_tiff_out(tmp_path):
     )
     write_tiff(tmp_path / "psf.tif", PSFS[0].astype(np.float32))
     done = cli(
-        "run",
-        tmp_path / "in.ome.tif",
-        "--psf",
-        tmp_path / "psf.tif",
-        "-n",
-        "3",
-        "-o",
-        tmp_path / "out.ome.tif",
-        "--backend",
-        "numpy",
-        "-q",
+        *f"run {tmp_path}/in.ome.tif --psf {tmp_path}/psf.tif -n 3 --backend numpy "
+        f"-q -o {tmp_path}/out.ome.tif".split()
     )
     assert done.returncode == 0, done.stderr
     out = read_stack(tmp_path / "out.ome.tif")
@@ -235,4 +204,24 @@ def test_cli_refuses_rgb_unless_asked(tmp_path):
             rgb[..., 2].astype(np.float32), PSFS[0][2].astype(np.float32), 2, backend="numpy"
         ),
         rtol=1e-6,
+    )
+
+
+def test_streams_one_volume_at_a_time():
+    data = stack((3, 2, 4, 12, 12))
+
+    class Volumes:  # records every read: each must be one volume
+        shape, reads = data.shape, []
+
+        def __getitem__(self, key):
+            self.reads.append(key)
+            return data[key]
+
+    source = Volumes()
+    result = deconvolve_stack(source, PSFS[0][2:3], 2, axes="TCZYX", backend="numpy")
+    assert len(source.reads) == 6
+    assert all(isinstance(k[0], int) and isinstance(k[1], int) for k in source.reads)
+    assert {(k[0], k[1]) for k in source.reads} == {(t, c) for t in range(3) for c in range(2)}
+    np.testing.assert_array_equal(
+        result[2, 1], gd.richardson_lucy(data[2, 1], PSFS[0][2:3], 2, backend="numpy")
     )

@@ -156,32 +156,25 @@ def deconvolve(
 
 
 def model_psf(
-    kind: str,
-    shape: Sequence[int],
-    spacing: Sequence[float],
-    *,
-    wavelength: float,
-    na: float,
-    refractive_index: float,
-    excitation_wavelength: float = 0.488,
-    pinhole: float = 1.0,
+    kind: str, shape: Sequence[int], spacing: Sequence[float], **optics: Any
 ) -> np.ndarray:
     """Return a widefield or confocal PSF (see :mod:`gpu_deconv.psf`) for the PSF widget.
+
+    ``optics`` are the models' keywords; a widefield PSF ignores ``excitation_wavelength``
+    and ``pinhole`` (the widget always has them).
 
     Raises
     ------
     ValueError
         If ``kind`` is neither ``"widefield"`` nor ``"confocal"``, and as the models.
     """
-    optics: dict[str, Any] = dict(
-        spacing=spacing, wavelength=wavelength, na=na, refractive_index=refractive_index
-    )
     if kind == "widefield":
-        return widefield_psf(shape, **optics)
+        detection = {
+            k: v for k, v in optics.items() if k not in ("excitation_wavelength", "pinhole")
+        }
+        return widefield_psf(shape, spacing=spacing, **detection)
     if kind == "confocal":
-        return confocal_psf(
-            shape, excitation_wavelength=excitation_wavelength, pinhole=pinhole, **optics
-        )
+        return confocal_psf(shape, spacing=spacing, **optics)
     raise ValueError(f"kind must be 'widefield' or 'confocal', got {kind!r}")
 
 
