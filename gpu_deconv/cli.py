@@ -366,8 +366,8 @@ def _is_stack_run(args: argparse.Namespace) -> bool:
 
     if args.axes or args.colours or len(args.psf) > 1:
         return True
-    if is_ome_tiff(args.output) or is_ome_zarr(args.output) or is_ome_zarr(args.image):
-        return True
+    if any(is_ome_tiff(p) or is_ome_zarr(p) for p in (args.image, args.output)):
+        return True  # OME physical sizes are read and written only there
     try:
         return bool(set(file_axes(args.image)) & set("TCS"))
     except (OSError, ValueError):  # not a TIFF: the other paths report it
