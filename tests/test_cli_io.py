@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,7 +159,7 @@ def test_demo_writes_figures_and_tables(tmp_path):
     pytest.importorskip("matplotlib")
     result = cli("demo", "--out", tmp_path / "demo", "--backend", "numpy", "-q")
     assert result.returncode == 0, result.stderr
-    names = ["tutorial_grid.png", "tutorial_metrics.csv", "tutorial_mse.png"]
+    names = ["tutorial_grid.png", "tutorial_metrics.csv", "tutorial_mse.png", "model_psf.png"]
     if "3D section skipped" not in result.stdout:
         names += ["nuclei3d_mip.png", "nuclei3d_timing.csv"]
     for name in names:
@@ -173,6 +174,8 @@ def test_demo_writes_figures_and_tables(tmp_path):
         theirs = [float(r[2]) for r in rows[1:] if r[0] == other]
         np.testing.assert_allclose(theirs, mse, rtol=1e-4)
     assert "lowest MSE after" in result.stdout
+    model = re.search(r"model PSF.*MSE blurred (\S+), after 40 iterations (\S+)", result.stdout)
+    assert float(model[2]) < 0.8 * float(model[1])  # the model PSF deconvolves its own blur
 
 
 def test_shared_confocal_grid_if_present():
