@@ -20,6 +20,7 @@ BOUNDARIES = ("reflect", "nearest", "mirror", "wrap", "constant")
 ESTIMATED_BOUNDARIES = ("estimate",)
 MARGINS = ("full", "half")
 ACCELERATIONS = ("shb", "biggs")
+REGULARIZERS = ("identity", "laplacian")
 METHODS = ("auto", "fft", "separable", "spatial")
 INIT_MODES = ("observed", "mean")
 DTYPES = ("float32", "float64")
@@ -131,16 +132,18 @@ def check_image(
     stacklevel: int,
     name: str = "image",
     supported: tuple[str, ...] = DTYPES,
+    nonnegative: bool = True,
 ) -> np.ndarray:
     """Validate an image and return a C-contiguous copy in the compute dtype.
 
     ``dtype`` is resolved by :func:`resolve_dtype` against the backend's ``supported`` dtypes.
     Negative values are clipped to 0 with a ``UserWarning`` (Richardson-Lucy assumes
-    non-negative photon counts); ``stacklevel`` makes the warning point at the user's call.
+    non-negative photon counts), unless ``nonnegative=False`` (linear filters keep them);
+    ``stacklevel`` makes the warning point at the user's call.
     """
     arr = _as_real_array(image, name)
     out = _cast(arr, resolve_dtype(dtype, arr.dtype, supported), name)
-    if (out < 0).any():
+    if nonnegative and (out < 0).any():
         warnings.warn(
             f"{name} has negative values (min {out.min():g}); they are clipped to 0",
             UserWarning,
@@ -377,3 +380,18 @@ def check_acceleration(acceleration: Any) -> str | None:
     if acceleration is None:
         return None
     return _choice(acceleration, "acceleration", ACCELERATIONS)
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a positive finite real number, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return number
+
+
+def check_regularizer(regularizer: Any) -> str:
+    """Return ``regularizer`` if it is one of :data:`REGULARIZERS`, else raise ``ValueError``."""
+    return _choice(regularizer, "regularizer", REGULARIZERS)

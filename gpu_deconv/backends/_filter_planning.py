@@ -1,0 +1,141 @@
+"""Host-side planning of the direct filters (Wiener, Tikhonov), shared by every backend.
+
+A direct filter divides by the blur in a basis where the blur is diagonal, so it needs the
+whole periodic domain the boundary mode implies, not only the PSF's reach:
+
+* ``"wrap"``: the image itself (period ``N``): the blur is circulant there, exactly.
+* ``"reflect"`` / ``"mirror"``: the image's even extension (period ``2N`` / ``2N - 2``), on
+  which the ``scipy.ndimage`` blur is circular. A mirror-symmetric PSF makes it diagonal in
+  the DCT-II / DCT-I of the image itself (no extension in memory); other PSFs run a real FFT
+  of the extension. Both compute the same filter.
+* ``"nearest"`` / ``"constant"``: no periodic domain reproduces these modes, so the image is
+  extended by the PSF's radius with the mode's values, then to a fast FFT length with the
+  extra voxels split evenly before and after (SimpleITK's padding), and filtered circularly
+  there.
+
+The Laplacian regulariser is the 3-point second difference on every axis longer than one
+voxel (centre ``2 * ndim``, neighbours ``-1``: scikit-image's), taken on the same domain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.fft
+
+from ._base import FilterSpec
+from ._planning import FFTGeometry, dct_gain, embed_psf, exact_dct, fast_length
+
+
+def filter_geometry(
+    shape: tuple[int, ...], psf_shape: tuple[int, ...], boundary: str
+) -> FFTGeometry:
+    """Return the periodic domain a filter acts on and where the image sits in it.
+
+    See the module docstring for each mode. Axes of length 1 stay length 1 for the periodic
+    modes (their extension is a constant).
+    """
+    padded, before = [], []
+    for n, k in zip(shape, psf_shape):
+        if boundary in ("wrap", "reflect", "mirror") and n == 1:
+            padded.append(1)
+            before.append(0)
+        elif boundary == "wrap":
+            padded.append(n)
+            before.append(0)
+        elif boundary in ("reflect", "mirror"):
+            padded.append(2 * n if boundary == "reflect" else 2 * n - 2)
+            before.append(0)
+        else:
+            reach = k // 2
+            m = fast_length(n + 2 * reach)
+            padded.append(m)
+            before.append(reach + (m - n - 2 * reach) // 2)
+    return FFTGeometry(tuple(shape), tuple(padded), tuple(before))
+
+
+def filter_transform(spec: FilterSpec, transforms: tuple[str, ...]) -> str:
+    """Return ``"dct2"``/``"dct1"`` where the blur is diagonal on the image itself, else ``"rfft"``.
+
+    The DCT needs a mirror-symmetric PSF and ``"reflect"``/``"mirror"``; it is always
+    cheaper than the real FFT of the extension (``2**ndim`` times the voxels).
+    """
+    blur = spec.blur
+    dct = exact_dct(blur.psf, blur.shape, blur.boundary, blur.dtype)
+    return dct if dct is not None and dct in transforms else "rfft"
+
+
+def transformed_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Axes a filter transforms: those longer than one voxel."""
+    return tuple(a for a, n in enumerate(shape) if n > 1)
+
+
+def noise_power(spec: FilterSpec) -> float:
+    """Return ``P``, the noise power per frequency of the domain's unnormalised transform.
+
+    White noise of variance ``s**2`` has ``E|N_k|**2 = M s**2`` on ``M`` samples. The DCTs
+    (unnormalised, as ``scipy.fft.dctn``) of the image have the magnitudes of the real FFT
+    of its even extension, so ``M`` is the extension's size there too.
+    """
+    assert spec.noise_variance is not None
+    geometry = filter_geometry(spec.blur.shape, spec.blur.psf.shape, spec.blur.boundary)
+    return spec.noise_variance * math.prod(geometry.padded_shape)
+
+
+def laplacian_stencil(domain: tuple[int, ...]) -> np.ndarray:
+    """Return the discrete Laplacian on the axes of ``domain`` longer than one voxel (origin 1)."""
+    active = [m > 1 for m in domain]
+    stencil = np.zeros(tuple(3 if a else 1 for a in active))
+    centre = tuple(1 if a else 0 for a in active)
+    stencil[centre] = 2.0 * sum(active)
+    for axis, a in enumerate(active):
+        if a:
+            for offset in (0, 2):
+                index = list(centre)
+                index[axis] = offset
+                stencil[tuple(index)] = -1.0
+    return stencil
+
+
+def eigenvalues(spec: FilterSpec, transform: str) -> tuple[np.ndarray, np.ndarray | float]:
+    """Return the blur's and the regulariser's squared eigenvalues' source, in float64.
+
+    ``(otf, reg_power)``: the blur's eigenvalues (complex half spectrum for ``"rfft"``, real
+    DCT gains otherwise, broadcastable to the transformed grid) and ``|r|**2`` of the
+    regulariser (1.0 for the identity).
+    """
+    blur = spec.blur
+    if transform == "rfft":
+        domain = filter_geometry(blur.shape, blur.psf.shape, blur.boundary).padded_shape
+        otf = scipy.fft.rfftn(embed_psf(blur.psf, domain))
+        if spec.regularizer == "identity":
+            return otf, 1.0
+        reg = scipy.fft.rfftn(embed_psf(laplacian_stencil(domain), domain))
+        return otf, reg.real**2 + reg.imag**2
+    dct_type = 1 if transform == "dct1" else 2
+    gain = dct_gain(blur.psf, blur.shape, dct_type)
+    if spec.regularizer == "identity":
+        return gain, 1.0
+    return gain, dct_gain(laplacian_stencil(blur.shape), blur.shape, dct_type) ** 2
+
+
+def tikhonov_response(otf: np.ndarray, reg_power: np.ndarray | float, weight: float) -> np.ndarray:
+    """``conj(L) / (|L|**2 + weight |r|**2)`` in float64 (0 where the denominator is 0)."""
+    power = otf.real**2 + otf.imag**2 if np.iscomplexobj(otf) else otf**2
+    denominator = power + weight * np.asarray(reg_power)
+    response = np.zeros(np.broadcast_shapes(otf.shape, denominator.shape), otf.dtype)
+    np.divide(np.conj(otf), denominator, out=response, where=denominator > 0)
+    return response
+
+
+def check_response(response: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast a filter response to the compute dtype; raise if it leaves the dtype's range."""
+    kind = np.result_type(dtype, np.complex64) if np.iscomplexobj(response) else dtype
+    top = float(np.abs(response).max()) if response.size else 0.0
+    if top > np.finfo(dtype).max / 1e6:
+        raise ValueError(
+            f"the filter amplifies some frequencies by {top:.3g}, beyond what {np.dtype(dtype)} "
+            "holds; raise the regularization (or noise_variance) or compute in float64"
+        )
+    return np.ascontiguousarray(response, dtype=kind)
