@@ -83,57 +83,71 @@ def noise_power(spec: FilterSpec) -> float:
     return spec.noise_variance * math.prod(geometry.padded_shape)
 
 
-def laplacian_stencil(domain: tuple[int, ...]) -> np.ndarray:
-    """Return the discrete Laplacian on the axes of ``domain`` longer than one voxel (origin 1)."""
-    active = [m > 1 for m in domain]
-    stencil = np.zeros(tuple(3 if a else 1 for a in active))
-    centre = tuple(1 if a else 0 for a in active)
-    stencil[centre] = 2.0 * sum(active)
-    for axis, a in enumerate(active):
-        if a:
-            for offset in (0, 2):
-                index = list(centre)
-                index[axis] = offset
-                stencil[tuple(index)] = -1.0
-    return stencil
+def laplacian_power(domain: tuple[int, ...], transform: str, dtype: np.dtype) -> np.ndarray:
+    """Return ``|r|**2`` of the discrete Laplacian on ``domain`` (broadcastable), in ``dtype``.
+
+    The 3-point Laplacian (centre ``2 * ndim``, neighbours ``-1``) on the axes longer than one
+    voxel is diagonal in all three transforms, with eigenvalues ``sum_d 2 - 2 cos(w_d)``:
+    ``w = 2 pi k / M`` for the real FFT of ``M`` samples (half spectrum on the last axis),
+    ``pi k / N`` for the DCT-II and ``pi k / (N - 1)`` for the DCT-I of ``N`` samples.
+    """
+    eigen = np.zeros((1,) * len(domain), dtype)
+    for axis, m in enumerate(domain):
+        if m == 1:
+            continue
+        last = axis == len(domain) - 1
+        if transform == "rfft":
+            k = np.arange(m // 2 + 1 if last else m)
+            omega = 2 * np.pi * k / m
+        else:
+            omega = np.pi * np.arange(m) / (m if transform == "dct2" else m - 1)
+        shape = [1] * len(domain)
+        shape[axis] = omega.size
+        eigen = eigen + (2 - 2 * np.cos(omega)).astype(dtype).reshape(shape)
+    return np.square(eigen, out=eigen)
 
 
 def eigenvalues(spec: FilterSpec, transform: str) -> tuple[np.ndarray, np.ndarray | float]:
-    """Return the blur's and the regulariser's squared eigenvalues' source, in float64.
+    """Return the blur's eigenvalues and ``|r|**2`` of the regulariser, in the compute dtype.
 
     ``(otf, reg_power)``: the blur's eigenvalues (complex half spectrum for ``"rfft"``, real
-    DCT gains otherwise, broadcastable to the transformed grid) and ``|r|**2`` of the
-    regulariser (1.0 for the identity).
+    DCT gains otherwise, broadcastable to the transformed grid) and ``|r|**2`` (1.0 for the
+    identity). Computed in the compute dtype, as the blur operators' OTFs: a float64 detour
+    would double the set-up's peak memory.
     """
     blur = spec.blur
+    dtype = blur.dtype
     if transform == "rfft":
         domain = filter_geometry(blur.shape, blur.psf.shape, blur.boundary).padded_shape
-        otf = scipy.fft.rfftn(embed_psf(blur.psf, domain))
-        if spec.regularizer == "identity":
-            return otf, 1.0
-        reg = scipy.fft.rfftn(embed_psf(laplacian_stencil(domain), domain))
-        return otf, reg.real**2 + reg.imag**2
-    dct_type = 1 if transform == "dct1" else 2
-    gain = dct_gain(blur.psf, blur.shape, dct_type)
+        otf = scipy.fft.rfftn(embed_psf(blur.psf, domain, dtype))
+    else:
+        domain = blur.shape
+        otf = dct_gain(blur.psf, blur.shape, 1 if transform == "dct1" else 2, dtype)
     if spec.regularizer == "identity":
-        return gain, 1.0
-    return gain, dct_gain(laplacian_stencil(blur.shape), blur.shape, dct_type) ** 2
+        return otf, 1.0
+    return otf, laplacian_power(domain, transform, dtype)
 
 
 def tikhonov_response(otf: np.ndarray, reg_power: np.ndarray | float, weight: float) -> np.ndarray:
-    """``conj(L) / (|L|**2 + weight |r|**2)`` in float64 (0 where the denominator is 0)."""
-    power = otf.real**2 + otf.imag**2 if np.iscomplexobj(otf) else otf**2
-    denominator = power + weight * np.asarray(reg_power)
-    response = np.zeros(np.broadcast_shapes(otf.shape, denominator.shape), otf.dtype)
-    np.divide(np.conj(otf), denominator, out=response, where=denominator > 0)
+    """Return ``conj(L) / (|L|**2 + weight |r|**2)``, written over ``otf``.
+
+    The denominator is positive: ``|r|`` is 0 only at zero frequency, where ``L`` is the
+    PSF's sum.
+    """
+    denominator = np.square(np.abs(otf))
+    denominator += np.asarray(weight * reg_power, denominator.dtype)
+    response = np.conjugate(otf, out=otf) if np.iscomplexobj(otf) else otf
+    if response.shape != np.broadcast_shapes(response.shape, denominator.shape):
+        response = np.array(np.broadcast_to(response, denominator.shape))
+    response /= denominator
     return response
 
 
 def check_response(response: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Cast a filter response to the compute dtype; raise if it leaves the dtype's range."""
     kind = np.result_type(dtype, np.complex64) if np.iscomplexobj(response) else dtype
-    top = float(np.abs(response).max()) if response.size else 0.0
-    if top > np.finfo(dtype).max / 1e6:
+    top = float(np.abs(response).max())
+    if not top <= np.finfo(dtype).max / 1e6:  # also NaN: 0/0 where weights underflowed
         raise ValueError(
             f"the filter amplifies some frequencies by {top:.3g}, beyond what {np.dtype(dtype)} "
             "holds; raise the regularization (or noise_variance) or compute in float64"

@@ -22,22 +22,25 @@ from ._filter_planning import (
 def plan_filter(spec: FilterSpec, transforms: tuple[str, ...]) -> FilterPlan:
     """Plan transform, domain and host memory (checked against tracemalloc in the tests).
 
-    DCT: the response and the transform's scratch (one image each). Real FFT: the padded
-    domain and the inverse transform's output, the spectrum and the response, and one
-    boundary slab. Wiener adds ``|L|**2`` and three real temporaries of the spectrum's size.
+    DCT: the response, the transform's scratch and the set-up's ``|L|**2 + lam |r|**2``
+    and ``|r|**2`` (one image each); Wiener keeps ``conj(L)`` and ``|L|**2`` and makes three
+    temporaries instead. Real FFT: the padded domain, the inverse transform's output, one
+    boundary slab, the spectrum and the response (complex), and the set-up's two real
+    arrays of the spectrum's size; Wiener adds ``|L|**2`` and three temporaries.
     """
     blur = spec.blur
     transform = filter_transform(spec, transforms)
     item = blur.dtype.itemsize
-    wiener = 4 if spec.noise_variance is not None else 0
+    wiener = spec.noise_variance is not None
+    small = 4 * blur.psf.size * 8 + 2**16  # PSF copies, index maps, 1-D eigenvalues
     if transform != "rfft":
         n = math.prod(blur.shape) * item
-        return FilterPlan(transform, blur.shape, MemoryNeed((2 + wiener) * n, n))
+        return FilterPlan(transform, blur.shape, MemoryNeed((5 if wiener else 4) * n + small, n))
     domain = filter_geometry(blur.shape, blur.psf.shape, blur.boundary).padded_shape
     real = math.prod(domain) * item
     half = math.prod(domain[:-1]) * (domain[-1] // 2 + 1) * item  # real values of the spectrum
     slab = max(real * (m - n) // m for n, m in zip(blur.shape, domain))
-    total = 2 * real + (4 + wiener) * half + slab
+    total = 2 * real + (9 if wiener else 6) * half + slab + small
     return FilterPlan(transform, domain, MemoryNeed(total, max(real, 2 * half)))
 
 
@@ -102,7 +105,7 @@ def wiener_step(
     ``power`` is ``|L|**2``. Where ``S`` is 0 (the data at or below the noise level) the
     result is 0.
     """
-    signal = spectrum.real**2
+    signal: np.ndarray = np.square(spectrum.real)
     if np.iscomplexobj(spectrum):
         signal += spectrum.imag**2
     signal -= noise
