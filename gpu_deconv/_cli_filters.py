@@ -135,14 +135,8 @@ def _weights(args: argparse.Namespace) -> dict:
 
 
 def _options(args: argparse.Namespace) -> dict:
-    overlap = args.overlap
-    if overlap is not None and len(overlap) == 1:
-        overlap = overlap[0]
-    return dict(
-        backend=args.backend,
-        boundary=args.boundary,
-        dtype=args.dtype,
-        device=args.device,
-        overlap=overlap,
-        max_memory=args.max_memory,
-    )
+    names = ("backend", "boundary", "dtype", "device", "overlap", "max_memory")
+    options = {name: getattr(args, name) for name in names}
+    if args.overlap is not None and len(args.overlap) == 1:  # one value for every axis
+        options["overlap"] = args.overlap[0]
+    return options

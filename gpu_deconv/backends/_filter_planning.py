@@ -66,6 +66,20 @@ def filter_transform(spec: FilterSpec, transforms: tuple[str, ...]) -> str:
     return dct if dct is not None and dct in transforms else "rfft"
 
 
+def filter_domain(spec: FilterSpec, transforms: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    """Return the transform (:func:`filter_transform`) and the shape of the grid it runs on."""
+    transform = filter_transform(spec, transforms)
+    if transform != "rfft":
+        return transform, spec.blur.shape
+    blur = spec.blur
+    return transform, filter_geometry(blur.shape, blur.psf.shape, blur.boundary).padded_shape
+
+
+def half_spectrum(domain: tuple[int, ...]) -> int:
+    """Return how many complex values the real FFT of ``domain`` has (its half spectrum)."""
+    return math.prod(domain[:-1]) * (domain[-1] // 2 + 1)
+
+
 def transformed_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Axes a filter transforms: those longer than one voxel."""
     return tuple(a for a, n in enumerate(shape) if n > 1)
@@ -153,3 +167,16 @@ def check_response(response: np.ndarray, dtype: np.dtype) -> np.ndarray:
             "holds; raise the regularization (or noise_variance) or compute in float64"
         )
     return np.ascontiguousarray(response, dtype=kind)
+
+
+def filter_response(spec: FilterSpec, transform: str) -> np.ndarray:
+    """Return what a backend multiplies the spectrum by, in the compute dtype, checked.
+
+    Tikhonov (and Wiener with ``balance``): the response itself. Wiener with
+    ``noise_variance``: the OTF ``L``, since the response needs the data's spectrum (the
+    backends form ``conj(L) S / (|L|**2 S + P)``, ``P`` from :func:`noise_power`).
+    """
+    otf, reg_power = eigenvalues(spec, transform)
+    if spec.noise_variance is None:
+        otf = tikhonov_response(otf, reg_power, spec.regularization)
+    return check_response(otf, spec.blur.dtype)

@@ -9,12 +9,11 @@ import scipy.fft
 
 from ._base import FilterPlan, FilterSpec, MemoryNeed
 from ._filter_planning import (
-    check_response,
-    eigenvalues,
+    filter_domain,
     filter_geometry,
-    filter_transform,
+    filter_response,
+    half_spectrum,
     noise_power,
-    tikhonov_response,
     transformed_axes,
 )
 
@@ -29,16 +28,14 @@ def plan_filter(spec: FilterSpec, transforms: tuple[str, ...]) -> FilterPlan:
     arrays of the spectrum's size; Wiener adds ``|L|**2`` and three temporaries.
     """
     blur = spec.blur
-    transform = filter_transform(spec, transforms)
+    transform, domain = filter_domain(spec, transforms)
     item = blur.dtype.itemsize
     wiener = spec.noise_variance is not None
     small = 4 * blur.psf.size * 8 + 2**16  # PSF copies, index maps, 1-D eigenvalues
-    if transform != "rfft":
-        n = math.prod(blur.shape) * item
-        return FilterPlan(transform, blur.shape, MemoryNeed((5 if wiener else 4) * n + small, n))
-    domain = filter_geometry(blur.shape, blur.psf.shape, blur.boundary).padded_shape
     real = math.prod(domain) * item
-    half = math.prod(domain[:-1]) * (domain[-1] // 2 + 1) * item  # real values of the spectrum
+    if transform != "rfft":
+        return FilterPlan(transform, domain, MemoryNeed((5 if wiener else 4) * real + small, real))
+    half = half_spectrum(domain) * item  # real values of the spectrum
     slab = max(real * (m - n) // m for n, m in zip(blur.shape, domain))
     total = 2 * real + (9 if wiener else 6) * half + slab + small
     return FilterPlan(transform, domain, MemoryNeed(total, max(real, 2 * half)))
@@ -54,17 +51,13 @@ class NumpyFilter:
         blur = spec.blur
         self._workers = workers
         self._axes = transformed_axes(blur.shape)
-        otf, reg_power = eigenvalues(spec, plan.transform)
+        self._response = filter_response(spec, plan.transform)
         self._wiener = spec.noise_variance is not None
-        if self._wiener:
+        if self._wiener:  # the response needs the data: keep conj(L) and |L|**2
             self._noise = noise_power(spec)
             self._noise_weight = spec.noise_weight
-            # The response needs the data: keep conj(L) and |L|**2.
-            self._response = check_response(np.conj(otf), blur.dtype)
-            self._power = np.ascontiguousarray(np.abs(otf) ** 2, blur.dtype)
-        else:
-            response = tikhonov_response(otf, reg_power, spec.regularization)
-            self._response = check_response(response, blur.dtype)
+            self._power = np.square(np.abs(self._response))
+            np.conjugate(self._response, out=self._response)
         self._padder = None
         if plan.transform == "rfft":
             geometry = filter_geometry(blur.shape, blur.psf.shape, blur.boundary)

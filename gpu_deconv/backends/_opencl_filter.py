@@ -13,12 +13,11 @@ import numpy as np
 
 from ._base import FilterPlan, FilterSpec, MemoryNeed
 from ._filter_planning import (
-    check_response,
-    eigenvalues,
+    filter_domain,
     filter_geometry,
-    filter_transform,
+    filter_response,
+    half_spectrum,
     noise_power,
-    tikhonov_response,
     transformed_axes,
 )
 
@@ -30,13 +29,11 @@ def plan_filter(spec: FilterSpec, transforms: tuple[str, ...]) -> FilterPlan:
     image) is the filter's; the real FFT holds the padded half-spectrum buffer and the
     complex response of the same size.
     """
-    blur = spec.blur
-    transform = filter_transform(spec, transforms)
+    transform, domain = filter_domain(spec, transforms)
     if transform != "rfft":
-        n = math.prod(blur.shape) * 4
-        return FilterPlan(transform, blur.shape, MemoryNeed(n, n))
-    domain = filter_geometry(blur.shape, blur.psf.shape, blur.boundary).padded_shape
-    spectrum = math.prod(domain[:-1]) * (domain[-1] // 2 + 1) * 8
+        n = math.prod(domain) * 4
+        return FilterPlan(transform, domain, MemoryNeed(n, n))
+    spectrum = half_spectrum(domain) * 8  # complex64
     return FilterPlan(transform, domain, MemoryNeed(2 * spectrum, spectrum))
 
 
@@ -51,14 +48,10 @@ class OpenCLFilter:
         self.plan = plan
         self._be = backend
         blur = spec.blur
-        otf, reg_power = eigenvalues(spec, plan.transform)
+        response = filter_response(spec, plan.transform)  # Wiener: the OTF (the kernel conjugates)
         self._noise: tuple[np.float32, np.float32] | None = None
         if spec.noise_variance is not None:
             self._noise = (np.float32(noise_power(spec)), np.float32(spec.noise_weight))
-            response = check_response(otf, np.dtype(np.float32))  # the kernel conjugates
-        else:
-            response = tikhonov_response(otf, reg_power, spec.regularization)
-            response = check_response(response, np.dtype(np.float32))
         self._rfft = plan.transform == "rfft"
         if self._rfft:
             geometry = filter_geometry(blur.shape, blur.psf.shape, blur.boundary)
