@@ -85,8 +85,10 @@ def tikhonov(
         If an array has a non-numeric or complex dtype or is a masked array.
     ValueError
         If an array is empty, holds NaN or inf, the PSF is negative, all zero or of another
-        ndim; a name is unknown; ``regularization`` is not a positive finite number;
-        ``boundary="estimate"``; or the result leaves the dtype's range.
+        ndim; a name is unknown; ``regularization`` is not a positive finite number, or is
+        below the compute dtype's resolution (``numpy.finfo(dtype).eps`` times the PSF's
+        squared sum: 1.2e-7 in float32); ``boundary="estimate"``; or the result leaves the
+        dtype's range.
     BackendUnavailableError
         If the requested backend cannot run on this machine.
     MemoryError
@@ -270,16 +272,21 @@ def _filter(
     if p:
         psf = np.ldexp(psf, -p)
     variance = None if noise_variance is None else math.ldexp(noise_variance, -2 * k)
+    weight = math.ldexp(regularization, -2 * p)  # against |L|^2 of the PSF scaled to sum ~1
+    resolution = float(np.finfo(image.dtype).eps)
+    if noise_variance is None and weight < resolution * float(psf.sum()) ** 2:
+        # The eigenvalues carry round-off of about eps (PSF sum 1); dividing by a weight below
+        # it would amplify that round-off beyond the data at the frequencies the blur erased.
+        wider = " or dtype='float64' (NumPy backend)" if image.dtype == np.float32 else ""
+        raise ValueError(
+            f"regularization {regularization:g} is below what {image.dtype} resolves "
+            f"({resolution:.2g} times the PSF's squared sum): the filter would amplify "
+            f"round-off; use a larger value{wider}"
+        )
     blur = BlurSpec(psf, image.shape, boundary, "fft", image.dtype)
 
     def spec_for(piece: BlurSpec) -> FilterSpec:
-        return FilterSpec(
-            piece,
-            regularizer,
-            math.ldexp(regularization, -2 * p),
-            variance,
-            math.ldexp(1.0, -2 * p),
-        )
+        return FilterSpec(piece, regularizer, weight, variance, math.ldexp(1.0, -2 * p))
 
     def need(piece: BlurSpec) -> MemoryNeed:
         plan = be.plan_filter(spec_for(piece))

@@ -307,6 +307,18 @@ def test_bad_input_wiener(kwargs, message):
         gd.wiener(np.ones((8, 8)), np.ones((3, 3)), backend="numpy", **kwargs)
 
 
+@pytest.mark.parametrize("dtype, weight", [("float32", 1e-8), ("float64", 1e-17)])
+def test_weight_below_the_dtype_resolution_raises(dtype, weight):
+    image = noisy((24, 30), SYMMETRIC, 0.1)
+    with pytest.raises(ValueError, match=f"below what {dtype} resolves"):
+        gd.tikhonov(image, SYMMETRIC, weight, backend="numpy", dtype=dtype)
+    raw = SYMMETRIC * 1e3  # the weight is against the squared PSF sum (1e6)
+    options = dict(backend="numpy", dtype=dtype, normalize_psf=False)
+    with pytest.raises(ValueError, match="below what"):
+        gd.tikhonov(image, raw, weight * 1e6, **options)
+    assert np.isfinite(gd.tikhonov(image, raw, weight * 1e8, **options)).all()
+
+
 def test_float32_overflow_raises():
     """A near-inverse filter of data near float32's top: a clear error, not inf."""
     image = noisy((24, 30), SYMMETRIC, 0.5) * 1e37
