@@ -1,7 +1,8 @@
 """gpu_deconv: fast, verified Richardson-Lucy deconvolution for fluorescence microscopy.
 
 The public API: :func:`richardson_lucy`, :func:`wiener`, :func:`tikhonov`, :func:`convolve`,
-:func:`correlate`, :func:`choose_method`, :func:`get_backend`, the :mod:`gpu_deconv.psf` and
+:func:`correlate`, :func:`choose_method`, :func:`get_backend`, :class:`Info` (what a run did,
+with ``return_info=True``), the :mod:`gpu_deconv.psf` and
 :mod:`gpu_deconv.metrics` modules.
 """
 
@@ -9,6 +10,7 @@ from . import metrics, psf
 from ._filters import tikhonov, wiener
 from ._precision import PrecisionWarning
 from ._rl import choose_method, convolve, correlate, richardson_lucy
+from ._stopping import Info
 from .backends import BackendUnavailableError, available_backends, get_backend
 from .backends._opencl_devices import DeviceInfo, list_devices
 
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "DeviceInfo",
+    "Info",
     "PrecisionWarning",
     "available_backends",
     "choose_method",

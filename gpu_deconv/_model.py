@@ -13,10 +13,12 @@ scaling of an unnormalised PSF exact).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from ._regularization import TotalVariation
 from .algorithms import OBSERVED, WORK, Algorithm, Model
 from .backends import Backend
 from .backends._base import BlurOperator, BlurPlan, BlurSpec, MemoryNeed
@@ -32,11 +34,18 @@ def is_weighted(spec: BlurSpec, mask: np.ndarray | None) -> bool:
 
 
 def memory_need(
-    backend: Backend, spec: BlurSpec, algorithm: type[Algorithm], weighted: bool
+    backend: Backend,
+    spec: BlurSpec,
+    algorithm: type[Algorithm],
+    weighted: bool,
+    extra: Mapping[str, str] | None = None,
+    host_scratch: int = 0,
 ) -> MemoryNeed:
     """Backend memory of one call: the operator's, the model's buffers and the algorithm's.
 
-    A host backend also holds the returned copy of the result.
+    ``extra`` names further buffers by domain (a background map, the TV factor, a monitor's);
+    a host backend also holds the returned copy of the result and ``host_scratch`` bytes per
+    observed voxel (a monitor's float64 temporaries).
     """
     plan = backend.plan_blur(spec)
     item = spec.dtype.itemsize
@@ -48,8 +57,11 @@ def memory_need(
     if weighted:
         buffers.append(sizes[WORK])
     buffers += [sizes[domain] for domain in algorithm.buffers(plan).values()]
+    buffers += [sizes[domain] for domain in (extra or {}).values()]
     if backend.uses_host_memory:
         buffers.append(sizes[OBSERVED])
+        if host_scratch:
+            buffers.append(host_scratch * math.prod(plan.observed_shape))
     if algorithm.reductions:
         buffers.append(backend.reduction_scratch)
     return MemoryNeed(plan.memory.total + sum(buffers), max(plan.memory.largest, *buffers))
@@ -63,11 +75,15 @@ def build_model(
     start: np.ndarray | float,
     mask: np.ndarray | None,
     eps: float,
+    background: np.ndarray | None = None,
+    offset: float = 0.0,
+    regularizer: TotalVariation | None = None,
 ) -> Model:
     """Move the problem to the backend: weights first, then the observed image and the start.
 
-    Transfers: the observed image (masked if a mask is given), the mask, and the start when it
-    is an array other than the observed image or lives on a larger work domain.
+    Transfers: the observed image (masked if a mask is given), the mask, the start when it is
+    an array other than the observed image or lives on a larger work domain, and a background
+    map. The model of the data is ``H f + background + offset``.
     """
     be, plan, dtype = backend, operator.plan, spec.dtype
     weights = None
@@ -91,7 +107,11 @@ def build_model(
     estimate = _start(be, plan, image, start, observed, dtype)
     if weights is not None:
         be.keep_where(estimate, weights, out=estimate)
-    return Model(be, operator, observed, estimate, weights, eps, dtype)
+    if background is not None:
+        background = be.to_backend(background)
+    return Model(
+        be, operator, observed, estimate, weights, eps, dtype, background, offset, regularizer
+    )
 
 
 def _start(be, plan: BlurPlan, image, start, observed, dtype) -> Any:

@@ -7,33 +7,49 @@ public :func:`richardson_lucy` is plain Richardson-Lucy through :func:`deconvolv
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 
-from . import _precision, _scaling, tiling
+from . import _noise, _precision, _regularization, _scaling, _stopping, tiling
 from . import _validation as v
 from ._model import build_model, is_weighted, memory_need
-from .algorithms import ALGORITHMS, Algorithm, RichardsonLucy
+from ._stopping import Info
+from .algorithms import ALGORITHMS, OBSERVED, WORK, Algorithm, RichardsonLucy
 from .backends import Backend, get_backend
-from .backends._base import BlurSpec
+from .backends._base import BlurSpec, MemoryNeed
+
+# Host bytes per observed voxel the NumPy monitor's float64 temporaries take at their peak.
+MONITOR_HOST_SCRATCH = 6 * 8
 
 logger = logging.getLogger("gpu_deconv")
 
 
 def _validate(
-    image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel, estimate=False
+    image,
+    psf,
+    backend,
+    method,
+    boundary,
+    dtype,
+    normalize_psf,
+    device,
+    stacklevel,
+    estimate=False,
+    shift=0.0,
 ):
     """Validate the shared arguments; return (image, psf, backend, boundary, method).
 
     ``stacklevel`` counts the frames between the user's call and this function; ``estimate``
-    allows ``boundary="estimate"`` (deconvolution only).
+    allows ``boundary="estimate"`` (deconvolution only); ``shift`` is added to the image
+    before negative values are clipped (the read noise's variance).
     """
     boundary = v.check_boundary(boundary, estimate)
     method = v.check_method(method)
     be = get_backend(backend, device=device)
-    image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes)
+    image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes, shift=shift)
     psf = v.check_psf(psf, image.ndim, normalize_psf)
     return image, psf, be, boundary, method
 
@@ -42,7 +58,7 @@ def _validate(
 def richardson_lucy(
     image: np.ndarray,
     psf: np.ndarray,
-    iterations: int = ...,
+    iterations: int | str = ...,
     *,
     backend: str | Backend = ...,
     method: str = ...,
@@ -61,6 +77,14 @@ def richardson_lucy(
     mask: np.ndarray | None = ...,
     margin: str | int | Sequence[int] = ...,
     acceleration: str | None = ...,
+    background: Any = ...,
+    read_noise: float = ...,
+    regularization: float | None = ...,
+    spacing: Any = ...,
+    stop: str | None = ...,
+    max_iterations: int | None = ...,
+    tolerance: float | None = ...,
+    return_info: Literal[False] = ...,
 ) -> np.ndarray: ...
 
 
@@ -87,13 +111,55 @@ def richardson_lucy(
     mask: np.ndarray | None = ...,
     margin: str | int | Sequence[int] = ...,
     acceleration: str | None = ...,
+    background: Any = ...,
+    read_noise: float = ...,
+    regularization: float | None = ...,
+    spacing: Any = ...,
+    stop: str | None = ...,
+    max_iterations: int | None = ...,
+    tolerance: float | None = ...,
+    return_info: Literal[False] = ...,
 ) -> dict[int, np.ndarray]: ...
+
+
+@overload
+def richardson_lucy(
+    image: np.ndarray,
+    psf: np.ndarray,
+    iterations: int | str = ...,
+    *,
+    backend: str | Backend = ...,
+    method: str = ...,
+    boundary: str = ...,
+    init: str | float | np.ndarray | None = ...,
+    eps: float = ...,
+    normalize_psf: bool = ...,
+    snapshots: Iterable[int] | None = ...,
+    callback: Callable[[int], Any] | None = ...,
+    progress: bool = ...,
+    dtype: Any = ...,
+    device: str | None = ...,
+    tile_shape: str | Sequence[int] | None = ...,
+    overlap: int | Sequence[int] | None = ...,
+    max_memory: int | None = ...,
+    mask: np.ndarray | None = ...,
+    margin: str | int | Sequence[int] = ...,
+    acceleration: str | None = ...,
+    background: Any = ...,
+    read_noise: float = ...,
+    regularization: float | None = ...,
+    spacing: Any = ...,
+    stop: str | None = ...,
+    max_iterations: int | None = ...,
+    tolerance: float | None = ...,
+    return_info: Literal[True],
+) -> tuple[Any, Info]: ...
 
 
 def richardson_lucy(
     image: np.ndarray,
     psf: np.ndarray,
-    iterations: int = 10,
+    iterations: int | str = 10,
     *,
     backend: str | Backend = "auto",
     method: str = "auto",
@@ -112,7 +178,15 @@ def richardson_lucy(
     mask: np.ndarray | None = None,
     margin: str | int | Sequence[int] = "full",
     acceleration: str | None = None,
-) -> np.ndarray | dict[int, np.ndarray]:
+    background: Any = None,
+    read_noise: float = 0.0,
+    regularization: float | None = None,
+    spacing: Any = None,
+    stop: str | None = None,
+    max_iterations: int | None = None,
+    tolerance: float | None = None,
+    return_info: bool = False,
+) -> Any:
     r"""Deconvolve an image with the Richardson-Lucy algorithm.
 
     Parameters
@@ -123,8 +197,10 @@ def richardson_lucy(
     psf : array_like
         Point spread function with the same number of dimensions as ``image``, non-negative
         (it may be larger than the image). Its origin is index ``n // 2`` on each axis.
-    iterations : int, optional
-        Number of iterations, by default 10. ``0`` returns the initial estimate.
+    iterations : int or "auto", optional
+        Number of iterations, by default 10. ``0`` returns the initial estimate. ``"auto"``
+        stops by the rule ``stop`` (at most ``max_iterations``); a tiled run picks the count
+        on its central tile's window and runs every tile for that count.
     backend : {"auto", "numpy", "opencl"} or Backend, optional
         Compute backend, by default ``"auto"``.
     method : {"auto", "fft", "separable", "spatial"}, optional
@@ -196,13 +272,38 @@ def richardson_lucy(
         (Biggs-Andrews, pycudadecon's); by default None, plain Richardson-Lucy. Accelerated
         runs reach a given quality in fewer iterations; snapshots and the result are the
         true iterates. Tiled and dask runs keep each tile's own momentum.
+    background : float or array_like, optional
+        Background ``b`` in the image's units (a number, or an array of the image's shape),
+        kept in the model ``g ~ Poisson(H f + b)``: the ratio is ``g / (H f + b)``. The data
+        are never background-subtracted and clipped, and the result excludes it. By default 0.
+    read_noise : float, optional
+        Standard deviation of Gaussian camera read noise, in photons (the image must be in
+        photons): ``sigma**2`` is added to data and model (Snyder et al.). By default 0.
+    regularization : float, optional
+        Total-variation strength ``lambda`` (Dey et al.'s one-step-late form; see
+        :mod:`gpu_deconv._regularization`), typically 1e-4 to 1e-2; by default None (none).
+    spacing : float or sequence of float, optional
+        Voxel size per axis (any unit; only ratios matter) for the TV gradient; by default
+        1 per axis.
+    stop : {"discrepancy", "relative", "holdout"}, optional
+        Stopping rule of ``iterations="auto"`` (see :mod:`gpu_deconv._stopping`), by default
+        ``"discrepancy"``: the Poisson discrepancy principle with its low-count target, which,
+        like ``"holdout"`` (binomial splitting of integer counts), needs the image in photons.
+        ``"relative"``: the objective's relative change falls to ``tolerance``.
+    max_iterations : int, optional
+        Most iterations ``"auto"`` runs, by default 250.
+    tolerance : float, optional
+        ``stop="relative"``'s threshold, by default 0.02 (deconwolf's).
+    return_info : bool, optional
+        Also return an :class:`Info` (count run, per-iteration objective and discrepancy,
+        computed on the backend at each true iterate: one extra blur per iteration).
 
     Returns
     -------
     ndarray or dict of int to ndarray
         The estimate after ``iterations`` iterations, with the image's shape and ``dtype``;
         if ``snapshots`` is given, a dict mapping each requested iteration count to its
-        estimate instead.
+        estimate instead. With ``return_info``, the pair ``(result, info)``.
 
     Raises
     ------
@@ -280,15 +381,51 @@ def richardson_lucy(
         max_memory=max_memory,
         mask=mask,
         margin=margin,
+        background=background,
+        read_noise=read_noise,
+        regularization=regularization,
+        spacing=spacing,
+        stop=stop,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        return_info=return_info,
         stacklevel=3,
     )
+
+
+class Problem(NamedTuple):
+    """A validated problem in the image's units (before scaling).
+
+    ``image`` holds the data plus the read noise's variance (``read_noise**2``).
+    """
+
+    image: np.ndarray
+    psf: np.ndarray
+    backend: Backend
+    boundary: str
+    method: str
+    mask: np.ndarray | None
+    margins: tuple[tuple[int, int], ...]
+    init: Any
+    eps: float
+    background: np.ndarray | float
+    read_noise: float
+    strength: float
+    spacing: tuple[float, ...]
+
+    @property
+    def spec(self) -> BlurSpec:
+        """The blur of the whole image (the dtype is the image's)."""
+        return BlurSpec(
+            self.psf, self.image.shape, self.boundary, self.method, self.image.dtype, self.margins
+        )
 
 
 def deconvolve(
     algorithm: type[Algorithm],
     image: np.ndarray,
     psf: np.ndarray,
-    iterations: int,
+    iterations: int | str,
     *,
     backend: str | Backend,
     method: str,
@@ -306,88 +443,347 @@ def deconvolve(
     max_memory: int | None,
     mask: np.ndarray | None,
     margin: str | int | Sequence[int],
+    background: Any = None,
+    read_noise: float = 0.0,
+    regularization: float | None = None,
+    spacing: Any = None,
+    stop: str | None = None,
+    max_iterations: int | None = None,
+    tolerance: float | None = None,
+    return_info: bool = False,
     stacklevel: int = 2,
-) -> np.ndarray | dict[int, np.ndarray]:
+) -> Any:
     """Run ``algorithm`` with everything :func:`richardson_lucy` does around the loop.
 
     The arguments are :func:`richardson_lucy`'s; ``stacklevel`` counts the frames from the
     user's call (for warnings).
     """
-    iterations = v.check_iterations(iterations)
+    count, rule, limit, tolerance = _stopping.check_stop(
+        iterations, stop, max_iterations, tolerance
+    )
+    if count is not None:
+        count = v.check_iterations(count)
+    elif snapshots is not None:
+        raise ValueError("snapshots need a fixed iteration count, not iterations='auto'")
     eps = v.check_eps(eps)
-    wanted = v.check_snapshots(snapshots, iterations)
+    wanted = () if count is None else v.check_snapshots(snapshots, count)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
+    if not isinstance(return_info, bool):
+        raise TypeError(f"return_info must be True or False, got {return_info!r}")
+    read_noise = _noise.check_read_noise(read_noise)
     image, psf, be, boundary, method = _validate(
-        image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel, True
+        image,
+        psf,
+        backend,
+        method,
+        boundary,
+        dtype,
+        normalize_psf,
+        device,
+        stacklevel,
+        estimate=True,
+        shift=read_noise**2,
     )
-    mask = v.check_mask(mask, image.shape)
-    margins = v.margins_for(boundary, margin, psf.shape)
-    start = v.initial_estimate(v.default_init(boundary) if init is None else init, image, mask)
-    image, start, psf, eps, exponent = _scaling.scale_problem(image, start, psf, eps)
-    spec = BlurSpec(psf, image.shape, boundary, method, image.dtype, margins)
-    weighted = is_weighted(spec, mask)
-    keep = sorted({*wanted, iterations})
-    plan = tiling.plan_for_backend(
+    problem = Problem(
+        image,
+        psf,
         be,
-        spec,
-        lambda piece: memory_need(be, piece, algorithm, weighted),
-        tile_shape,
-        overlap,
-        max_memory,
-        outputs=len(keep),
+        boundary,
+        method,
+        v.check_mask(mask, image.shape),
+        v.margins_for(boundary, margin, psf.shape),
+        init,
+        eps,
+        _noise.check_background(background, image.shape, image.dtype),
+        read_noise,
+        _regularization.check_regularization(regularization),
+        _regularization.check_spacing(spacing, image.ndim),
+    )
+    if rule == "holdout":
+        _stopping.check_counts(image)
+        if problem.read_noise:
+            raise ValueError("stop='holdout' splits Poisson counts; read noise does not split")
+    keep = sorted({*wanted, count}) if count is not None else []
+    options = _Options(algorithm, problem, monitored=return_info or rule is not None)
+    plan = tiling.plan_for_backend(
+        be, problem.spec, options.need, tile_shape, overlap, max_memory, outputs=max(len(keep), 1)
     )
     if plan is not None and callback is not None:
         raise ValueError("callback cannot follow tiled runs; pass tile_shape=None or progress=True")
-    piece = spec if plan is None else spec.with_shape(plan.window_shape, plan.window_boundary)
-    be.check_memory(memory_need(be, piece, algorithm, weighted))
-    with be.lock:
-        operator = be.blur_operator(piece)
-        logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, method)
-        _precision.check_dynamic_range(image, operator.method, stacklevel=stacklevel)
-        pieces = 1 if plan is None else len(plan.tiles)
-        bar = (
-            _progress_bar(iterations * pieces, be.name, operator.method, pieces)
-            if progress
-            else None
+    info = _stopping.Info(0 if count is None else count, rule)
+    schedule = Schedule(count, rule, limit, tolerance)
+    if rule is not None and (plan is not None or rule == "holdout"):
+        # The count is chosen on one untiled piece (the central tile's window), then fixed.
+        probe = problem if plan is None else _window_problem(problem, plan)
+        count = _choose_count(algorithm, probe, schedule, info, progress, stacklevel + 1)
+        schedule, keep, info.iterations = Schedule(count), [count], count
+    kept = _solve(
+        algorithm,
+        problem,
+        plan,
+        schedule,
+        keep,
+        info,
+        callback=callback,
+        progress=progress,
+        record=return_info,
+        stacklevel=stacklevel + 1,
+    )
+    estimate = {k: kept[k] for k in wanted} if wanted else kept[info.iterations]
+    return (estimate, info) if return_info else estimate
+
+
+class _Options:
+    """What a run carries beyond the plain problem, and the memory it needs."""
+
+    def __init__(self, algorithm, problem: Problem, monitored: bool, holdout: bool = False):
+        self.algorithm = algorithm
+        self.backend = problem.backend
+        self.weighted = is_weighted(problem.spec, problem.mask)
+        self.extra: dict[str, str] = {}
+        if isinstance(problem.background, np.ndarray):
+            self.extra["background"] = OBSERVED
+        if problem.strength:
+            self.extra["tv_factor"] = WORK
+        self.host_scratch = 0
+        if monitored:
+            self.extra["monitor"] = OBSERVED
+            if problem.mask is not None:
+                self.extra["monitor_mask"] = OBSERVED
+            if holdout:
+                self.extra["validation"] = OBSERVED
+            self.host_scratch = MONITOR_HOST_SCRATCH
+
+    def need(self, spec: BlurSpec) -> MemoryNeed:
+        """Backend memory of one piece with blur ``spec``."""
+        return memory_need(
+            self.backend, spec, self.algorithm, self.weighted, self.extra, self.host_scratch
         )
 
-        def run(region, region_start, region_mask) -> dict[int, np.ndarray]:
-            model = build_model(be, operator, piece, region, region_start, region_mask, eps)
-            return _iterate(algorithm(model), model, iterations, keep, callback, bar)
 
+def _window_problem(problem: Problem, plan: tiling.TilePlan) -> Problem:
+    """Return the problem on the central tile's window (where a tiled run picks its count)."""
+    tile = tiling.central_tile(plan, problem.image.shape)
+    parts = tiling.window_fields(
+        plan,
+        tile,
+        {
+            "image": problem.image,
+            "mask": problem.mask,
+            "background": problem.background
+            if isinstance(problem.background, np.ndarray)
+            else None,
+            "init": problem.init if isinstance(problem.init, np.ndarray) else None,
+        },
+    )
+    return problem._replace(
+        image=parts["image"],
+        boundary=plan.window_boundary,
+        mask=parts["mask"],
+        background=problem.background if parts["background"] is None else parts["background"],
+        init=problem.init if parts["init"] is None else parts["init"],
+    )
+
+
+class Schedule(NamedTuple):
+    """How long a run goes: ``iterations``, or until ``rule`` (at most ``limit``)."""
+
+    iterations: int | None
+    rule: str | None = None
+    limit: int = 0
+    tolerance: float = _stopping.RELATIVE_TOLERANCE
+
+
+def _choose_count(algorithm, problem, schedule, info, progress, stacklevel) -> int:
+    """Run the stopping rule on an untiled ``problem``; record in ``info``; return the count."""
+    if schedule.rule != "holdout":
+        _solve(
+            algorithm,
+            problem,
+            None,
+            schedule,
+            [],
+            info,
+            progress=progress,
+            record=True,
+            stacklevel=stacklevel + 1,
+        )
+        return info.iterations
+    counts = []
+    first, second = _stopping.split_counts(problem.image)
+    half = problem.background
+    half = half * 0.5 if isinstance(half, np.ndarray) else 0.5 * half
+    for train, held_out in ((first, second), (second, first)):
+        trial = _stopping.Info(0, schedule.rule)
+        part = problem._replace(image=train, background=half)
+        _solve(
+            algorithm,
+            part,
+            None,
+            schedule,
+            [],
+            trial,
+            progress=progress,
+            record=True,
+            validation=held_out,
+            stacklevel=stacklevel + 1,
+        )
+        counts.append(trial.iterations)
+    info.holdout_iterations = tuple(counts)
+    return max(1, round(_stopping.HOLDOUT_TRANSFER * sum(counts) / len(counts)))
+
+
+def _solve(
+    algorithm,
+    problem: Problem,
+    plan: tiling.TilePlan | None,
+    schedule: Schedule,
+    keep: Sequence[int],
+    info: _stopping.Info,
+    *,
+    callback=None,
+    progress: bool = False,
+    record: bool = False,
+    validation: np.ndarray | None = None,
+    stacklevel: int = 2,
+) -> dict[int, np.ndarray]:
+    """Deconvolve ``problem`` (tiled by ``plan``): ``count`` iterations, or until ``rule``.
+
+    Returns the estimates at the counts in ``keep`` (and at the stop, under a rule other than
+    the hold-out's, whose runs only pick a count), in the image's units. Fills ``info``: the
+    count run, the guard's count, and with ``record`` or a rule the history. ``stacklevel``
+    counts the frames from the user's call.
+    """
+    p, be = problem, problem.backend
+    image = p.image
+    # The image holds the data plus the read noise's variance (see deconvolve).
+    variance = p.read_noise**2
+    level = p.background + variance
+    start = v.initial_estimate(
+        v.default_init(p.boundary) if p.init is None else p.init, image, p.mask, level
+    )
+    image, start, psf, eps, exponent = _scaling.scale_problem(image, start, p.psf, p.eps)
+    scale = math.ldexp(1.0, -exponent)  # data units per photon
+    # The model is H f + b with H the PSF normalised to sum 1 (its scale never matters, as in
+    # plain Richardson-Lucy): with the blur H' of the scaled PSF, of sum S, the ratio is
+    # g / (H' f / S + b), and S g / (H' f + S b) times H'^T / S is the same update.
+    psf_sum = float(psf.sum())
+    model_scale = scale * psf_sum
+    dtype = image.dtype
+    tv = None
+    if p.strength:
+        tv = _regularization.total_variation(
+            p.strength, p.spacing, float(image.max()), float(image.mean())
+        )
+    background_map = None
+    offset = variance * model_scale
+    if isinstance(p.background, np.ndarray):
+        background_map = p.background * dtype.type(model_scale)  # a power of two: exact
+    else:
+        offset += p.background * model_scale
+    held_out = None if validation is None else validation * dtype.type(scale)
+    count, rule, limit = schedule.iterations, schedule.rule, schedule.limit
+    monitored = record or rule is not None
+    options = _Options(algorithm, p, monitored, holdout=held_out is not None)
+    spec = BlurSpec(psf, image.shape, p.boundary, p.method, dtype, p.margins)
+    piece = spec if plan is None else spec.with_shape(plan.window_shape, plan.window_boundary)
+    be.check_memory(options.need(piece))
+    stopper = None if rule is None else _stopping.Rule(rule, schedule.tolerance)
+    histories: list[list[dict[str, float]]] = []
+    with be.lock:
+        operator = be.blur_operator(piece)
+        logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, p.method)
+        _precision.check_dynamic_range(image, operator.method, stacklevel=stacklevel)
+        pieces = 1 if plan is None else len(plan.tiles)
+        total = (limit if count is None else count) * pieces
+        bar = _progress_bar(total, be.name, operator.method, pieces) if progress else None
+        be.tv_guarded()  # reset the guard's count
+
+        def run(region, region_start, fields) -> dict[int, np.ndarray]:
+            model = build_model(
+                be,
+                operator,
+                piece,
+                region,
+                region_start,
+                fields["mask"],
+                eps,
+                fields["background"],
+                offset,
+                tv,
+            )
+            monitor = None
+            if monitored:
+                monitor = _stopping.Monitor(
+                    model, fields["mask"], scale, 1.0 / psf_sum, fields["validation"]
+                )
+            kept, history = _iterate(
+                algorithm(model), model, count, limit, keep, callback, bar, monitor, stopper
+            )
+            histories.append(history)
+            return kept
+
+        fields = {"mask": p.mask, "background": background_map, "validation": held_out}
         try:
             if plan is None:
-                kept = run(image, start, mask)
+                kept = run(image, start, fields)
             else:
                 logger.info(
                     "%d tiles of up to %s voxels, overlap %s", pieces, plan.core_shape, plan.overlap
                 )
-                kept = tiling.deconvolve_tiles(plan, image, start, keep, run, mask)
+                kept = tiling.deconvolve_tiles(plan, image, start, keep, run, fields)
         finally:
             if bar is not None:
                 bar.close()
+        info.tv_guarded += be.tv_guarded()
+    if monitored:
+        central = 0 if plan is None else plan.tiles.index(tiling.central_tile(plan, image.shape))
+        info.history = histories[central]
+    if stopper is not None:
+        info.iterations = stopper.best if rule == "holdout" else len(info.history) - 1
+    if info.tv_guarded:
+        logger.info(
+            "total variation: the guard raised %d voxel updates' denominators "
+            "(regularization=%g is strong for these data)",
+            info.tv_guarded,
+            p.strength,
+        )
     for estimate in kept.values():
         _scaling.unscale_in_place(estimate, exponent)
-    if wanted:
-        return {k: kept[k] for k in wanted}
-    return kept[iterations]
+    return kept
 
 
-def _iterate(algorithm, model, iterations, keep, callback, bar) -> dict[int, np.ndarray]:
-    """Step ``algorithm`` ``iterations`` times; return ``{count: estimate}`` for ``keep``."""
+def _iterate(
+    algorithm, model, count, limit, keep, callback, bar, monitor=None, rule=None
+) -> tuple[dict[int, np.ndarray], list[dict[str, float]]]:
+    """Step ``algorithm`` ``count`` times, or until ``rule`` says stop (at most ``limit``).
+
+    Returns ``{k: estimate}`` for ``keep`` (and the stop, unless the rule is the hold-out's),
+    and the monitor's records (empty without a monitor).
+    """
     be, plan = model.backend, model.operator.plan
     region = None if plan.same_domain else plan.observed
     kept = {0: be.to_numpy(algorithm.estimate, region)} if 0 in keep else {}
-    for k in range(1, iterations + 1):
+    history = [] if monitor is None else [monitor.record(0, algorithm.estimate)]
+    last = count if rule is None else limit
+    k = 0
+    stopped = rule is not None and rule.done(history)
+    while not stopped and k < last:
+        k += 1
         algorithm.step()
+        if monitor is not None:
+            history.append(monitor.record(k, algorithm.estimate))
         if k in keep:
             kept[k] = be.to_numpy(algorithm.estimate, region)
         if bar is not None:
             bar.update(1)
         if callback is not None:
             callback(k)
-    return kept
+        stopped = rule is not None and rule.done(history)
+    if rule is not None and rule.name != "holdout" and k not in kept:
+        kept[k] = be.to_numpy(algorithm.estimate, region)
+    return kept, history
 
 
 def _progress_bar(total: int, backend: str, method: str, pieces: int):

@@ -132,20 +132,25 @@ def check_image(
     stacklevel: int,
     name: str = "image",
     supported: tuple[str, ...] = DTYPES,
+    shift: float = 0.0,
     nonnegative: bool = True,
 ) -> np.ndarray:
     """Validate an image and return a C-contiguous copy in the compute dtype.
 
     ``dtype`` is resolved by :func:`resolve_dtype` against the backend's ``supported`` dtypes.
-    Negative values are clipped to 0 with a ``UserWarning`` (Richardson-Lucy assumes
-    non-negative photon counts), unless ``nonnegative=False`` (linear filters keep them);
+    ``shift`` is added first (the read noise's variance). Negative values are then clipped to
+    0 with a ``UserWarning`` (Richardson-Lucy assumes non-negative photon counts), unless
+    ``nonnegative=False`` (linear filters keep them);
     ``stacklevel`` makes the warning point at the user's call.
     """
     arr = _as_real_array(image, name)
     out = _cast(arr, resolve_dtype(dtype, arr.dtype, supported), name)
+    if shift:
+        out += out.dtype.type(shift)
     if nonnegative and (out < 0).any():
+        below = f" below -read_noise**2 = {-shift:g}" if shift else ""
         warnings.warn(
-            f"{name} has negative values (min {out.min():g}); they are clipped to 0",
+            f"{name} has negative values{below} (min {out.min() - shift:g}); they are clipped to 0",
             UserWarning,
             stacklevel=stacklevel + 1,
         )
@@ -238,13 +243,15 @@ def default_init(boundary: str) -> str:
 
 
 def initial_estimate(
-    init: Any, image: np.ndarray, mask: np.ndarray | None = None
+    init: Any, image: np.ndarray, mask: np.ndarray | None = None, background: Any = 0.0
 ) -> np.ndarray | float:
     """Return the starting estimate: an array of the image's shape and dtype, or a scalar.
 
     ``"observed"`` gives the (already clipped) image itself, ``"mean"`` (over the voxels
     ``mask`` keeps, if given) and numbers give a scalar that the backend broadcasts on the
-    device, so no extra transfer is needed.
+    device, so no extra transfer is needed. With a background ``b``, ``"mean"`` is the mean of
+    ``image - b`` (the object's share of the light), or 1% of the image's mean where the
+    background accounts for all of it.
     """
     if isinstance(init, str):
         _choice(init, "init", INIT_MODES)
@@ -253,7 +260,11 @@ def initial_estimate(
         mean = float(image.mean() if mask is None else image[mask].mean())
         if mean <= 0:
             raise ValueError("init='mean' needs an image with a positive mean")
-        return mean
+        if isinstance(background, np.ndarray):
+            light = mean - float(background.mean() if mask is None else background[mask].mean())
+        else:
+            light = mean - float(background)
+        return light if light > 0.01 * mean else 0.01 * mean
     if isinstance(init, numbers.Real) and not isinstance(init, bool):
         return check_init_number(init)
     if isinstance(init, np.ndarray) or isinstance(init, (list, tuple)):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli_filters
+from ._stopping import DEFAULT_MAX_ITERATIONS, DEFAULT_STOP, STOP_RULES
 from ._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
 from .io import OUTPUT_DTYPES
@@ -70,6 +71,22 @@ def _margin(text: str) -> str | int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
+def _iterations(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from exc
+
+
+def _number_or_path(text: str) -> float | Path:
+    try:
+        return float(text)
+    except ValueError:
+        return Path(text)
+
+
 def _init(text: str) -> str | float:
     try:
         return float(text)
@@ -105,7 +122,85 @@ def _parser() -> argparse.ArgumentParser:
         "--psf", type=Path, required=True, help="PSF (TIFF or zarr) with the image's ndim"
     )
     run.add_argument(
-        "-n", "--iterations", type=int, default=10, help="iterations (default: %(default)s)"
+        "-n",
+        "--iterations",
+        type=_iterations,
+        default=10,
+        metavar="N|auto",
+        help="iterations, or 'auto' to stop by --stop (default: %(default)s)",
+    )
+    run.add_argument(
+        "--stop",
+        default=None,
+        choices=STOP_RULES,
+        help="with -n auto: 'discrepancy' (Poisson discrepancy principle; photon data), "
+        "'relative' (objective's relative change, deconwolf's) or 'holdout' (binomial "
+        f"splitting of photon counts) (default: {DEFAULT_STOP})",
+    )
+    run.add_argument(
+        "--max-iterations",
+        type=int,
+        default=None,
+        help=f"with -n auto: at most this many (default: {DEFAULT_MAX_ITERATIONS})",
+    )
+    run.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="with --stop relative: the threshold (default: 0.02)",
+    )
+    run.add_argument(
+        "--info",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="write the count run and the per-iteration objective and discrepancy here",
+    )
+    run.add_argument(
+        "--offset",
+        type=float,
+        default=0.0,
+        help="camera offset in ADU, subtracted to convert to photons (default: 0)",
+    )
+    run.add_argument(
+        "--gain",
+        type=float,
+        default=1.0,
+        help="camera gain in ADU per photon: photons = (ADU - offset) / gain (default: 1)",
+    )
+    run.add_argument(
+        "--photons",
+        action="store_true",
+        help="write the result in photons (default: back in the input's units, times --gain)",
+    )
+    run.add_argument(
+        "--background",
+        type=_number_or_path,
+        default=None,
+        metavar="LEVEL|FILE",
+        help="background in the input's units (a level, or a TIFF/zarr map of the image's "
+        "shape), modelled as Poisson(H f + b), never subtracted (default: 0)",
+    )
+    run.add_argument(
+        "--read-noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="Gaussian read noise, standard deviation in photons (default: 0)",
+    )
+    run.add_argument(
+        "--regularization",
+        type=float,
+        default=None,
+        metavar="LAMBDA",
+        help="total-variation strength, typically 1e-4 to 1e-2 (default: none)",
+    )
+    run.add_argument(
+        "--spacing",
+        type=_float_list,
+        default=None,
+        metavar="DZ,DY,DX",
+        help="voxel size per axis for --regularization (default: the TIFF's metadata, else 1)",
     )
     run.add_argument("-o", "--output", type=Path, required=True, help="output TIFF or .zarr")
     run.add_argument(
@@ -271,33 +366,93 @@ def _run(args: argparse.Namespace) -> None:
     if is_zarr(args.image) or is_zarr(args.output) or args.scheduler is not None:
         return _run_lazy(args)
     snapshots = sorted(set(args.snapshots or []))
+    if snapshots and args.iterations == "auto":
+        raise ValueError("--snapshots need a fixed iteration count (-n N), not -n auto")
     outputs = [(args.output, args.iterations)]
     outputs += [(_snapshot_path(args.output, k), k) for k in snapshots]
     inputs = _inputs(args)
-    for path, _ in outputs:  # refuse before spending minutes on the deconvolution
-        check_output_path(path, args.overwrite, inputs=inputs)
+    for path in [p for p, _ in outputs] + ([args.info] if args.info else []):
+        check_output_path(path, args.overwrite, inputs=inputs)  # before minutes of work
     image = read_tiff(args.image)
     psf = read_image(args.psf)
     size = image.data.size * np.dtype(args.output_dtype).itemsize
     check_free_space(args.output.parent, len(outputs) * size)
     mask = None if args.mask is None else read_image(args.mask).data != 0
-    estimates = richardson_lucy(
-        image.data,
+    camera = _Camera(args)
+    background = args.background
+    if isinstance(background, Path):
+        background = read_image(background).data
+    result = richardson_lucy(
+        camera.photons(image.data),
         psf.data,
         args.iterations,
-        snapshots=sorted({*snapshots, args.iterations}),
+        snapshots=None if args.iterations == "auto" else sorted({*snapshots, args.iterations}),
         progress=not args.quiet,
         tile_shape=args.tile_shape,
         mask=mask,
+        background=None if background is None else camera.level(background),
+        spacing=args.spacing or image.voxel_size,
+        return_info=True,
         **_options(args),
     )
+    estimates, info = result
+    if args.iterations == "auto":
+        estimates = {info.iterations: estimates}
+        outputs = [(args.output, info.iterations)]
+    if args.info is not None:
+        _write_info(args.info, info, args.overwrite)
     written = []
     for path, k in outputs:
-        data, clipped = convert_for_output(estimates[k], args.output_dtype)
+        data, clipped = convert_for_output(camera.output(estimates[k]), args.output_dtype)
         _report_clipping(path, clipped, args.output_dtype)
         written.append((path, data))
     # All or nothing: every output is complete in its temporary file before any is renamed.
     write_tiffs(written, image.voxel_size, args.overwrite)
+
+
+class _Camera:
+    """ADU to photons, ``(ADU - offset) / gain``, and the result back to the input's units."""
+
+    def __init__(self, args: argparse.Namespace):
+        if not (np.isfinite(args.gain) and args.gain > 0):
+            raise ValueError(f"--gain must be a positive number, got {args.gain}")
+        if not np.isfinite(args.offset):
+            raise ValueError(f"--offset must be a finite number, got {args.offset}")
+        self.offset, self.gain, self.keep_photons = args.offset, args.gain, args.photons
+        # Hold-out splitting needs integer counts: converted photons are rounded for it.
+        self.counts = args.stop == "holdout"
+
+    def photons(self, data):
+        """Return the data in photons (unchanged without offset and gain)."""
+        if self.offset == 0 and self.gain == 1:
+            return data
+        photons = (data.astype(np.float64) - self.offset) / self.gain
+        return photons.round() if self.counts else photons
+
+    def level(self, background):
+        """Return a background level or map of the input's units in photons, at least 0."""
+        if self.offset == 0 and self.gain == 1:
+            return background
+        if isinstance(background, float):
+            return max((background - self.offset) / self.gain, 0.0)
+        # An array (numpy, or dask for a zarr map: kept lazy).
+        return np.maximum((background.astype(np.float64) - self.offset) / self.gain, 0)
+
+    def output(self, estimate: np.ndarray) -> np.ndarray:
+        """Return the estimate in photons or back in the input's units (without the offset)."""
+        if self.keep_photons or self.gain == 1:
+            return estimate
+        return estimate * estimate.dtype.type(self.gain)
+
+
+def _write_info(path: Path, info, overwrite: bool) -> None:
+    """Write a run's :class:`~gpu_deconv.Info` as JSON (atomically, like every output)."""
+    import dataclasses
+    import json
+
+    from .io import write_text
+
+    write_text(path, json.dumps(dataclasses.asdict(info), indent=1) + "\n", overwrite)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:
@@ -305,6 +460,8 @@ def _inputs(args: argparse.Namespace) -> dict[str, Path]:
     inputs = {"image": args.image, "psf": args.psf}
     if args.mask is not None:
         inputs["mask"] = args.mask
+    if isinstance(args.background, Path):
+        inputs["background"] = args.background
     return inputs
 
 
@@ -334,6 +491,11 @@ def _options(args: argparse.Namespace) -> dict:
         max_memory=args.max_memory,
         margin=args.margin,
         acceleration=None if args.acceleration == "none" else args.acceleration,
+        read_noise=args.read_noise,
+        regularization=args.regularization,
+        stop=args.stop,
+        max_iterations=args.max_iterations,
+        tolerance=args.tolerance,
     )
 
 
@@ -362,20 +524,29 @@ def _run_lazy(args: argparse.Namespace) -> None:
         check_free_space(args.output.parent, image.size * np.dtype(args.output_dtype).itemsize)
     chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
     mask = None if args.mask is None else open_lazy(args.mask) != 0
+    if args.info is not None:
+        raise ValueError("--info needs a TIFF to TIFF run without --scheduler")
+    camera = _Camera(args)
+    background = args.background
+    if isinstance(background, Path):
+        background = open_lazy(background)
+    voxel = read_tiff_voxel_size(args.image) if not is_zarr(args.image) else None
     result = gdd.richardson_lucy(
-        image,
+        camera.photons(image),
         read_image(args.psf).data,
         args.iterations,
         chunks=chunks,
         mask=mask,
+        background=None if background is None else camera.level(background),
+        spacing=args.spacing or voxel,
         **_options(args),
     )
+    result = camera.output(result)
     if not zarr_out:
         from .io import convert_for_output
 
         data, clipped = convert_for_output(_compute(args, result), args.output_dtype)
         _report_clipping(args.output, clipped, args.output_dtype)
-        voxel = read_tiff_voxel_size(args.image) if not is_zarr(args.image) else None
         write_tiff(args.output, data, voxel, overwrite=args.overwrite)
         return
     write_zarr(

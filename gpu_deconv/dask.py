@@ -18,6 +18,7 @@ environment, e.g. ``"#0"``, ``"#1"``: the first, second device).
 from __future__ import annotations
 
 import functools
+import logging
 import numbers
 import os
 from collections.abc import Sequence
@@ -26,10 +27,15 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+from ._noise import check_background, check_read_noise
+from ._regularization import check_regularization, check_spacing
 from ._rl import richardson_lucy as _richardson_lucy
+from ._stopping import check_stop
 from .backends import available_backends, backend_dtypes
 from .backends._opencl_devices import DEVICE_ENV
 from .tiling import resolve_overlap, window_boundary
+
+logger = logging.getLogger("gpu_deconv")
 
 # map_overlap's boundary per mode: windows stop at the volume border ("none") where the mode
 # itself is exact there; "wrap" reads the periodic continuation, "constant" reads zeros.
@@ -61,6 +67,13 @@ def richardson_lucy(
     mask: Any = None,
     margin: str | int | Sequence[int] = "full",
     acceleration: str | None = None,
+    background: Any = None,
+    read_noise: float = 0.0,
+    regularization: float | None = None,
+    spacing: Any = None,
+    stop: str | None = None,
+    max_iterations: int | None = None,
+    tolerance: float | None = None,
 ) -> Any:
     """Deconvolve a dask array chunk by chunk, lazily (see the module docstring).
 
@@ -70,8 +83,11 @@ def richardson_lucy(
         Observed image, 1D to 3D; a NumPy array is wrapped with ``chunks``.
     psf : array_like
         Point spread function, as in :func:`gpu_deconv.richardson_lucy`.
-    iterations : int, optional
-        Number of iterations, by default 10.
+    iterations : int or "auto", optional
+        Number of iterations, by default 10. ``"auto"`` (with ``stop``, ``max_iterations``,
+        ``tolerance`` as in :func:`gpu_deconv.richardson_lucy`) picks the count now, on the
+        chunk that holds the image's centre with its overlap (computed eagerly), and runs
+        every chunk for that count (logged at INFO level; so all chunks match at the seams).
     backend, method, boundary, eps, normalize_psf, device, margin
         As in :func:`gpu_deconv.richardson_lucy`; each chunk runs there (backend names only,
         so that workers build their own backend), so ``eps`` is relative to the maximum of
@@ -84,6 +100,10 @@ def richardson_lucy(
         Observed voxels, as in :func:`gpu_deconv.richardson_lucy`; rechunked like ``image``.
     acceleration : {None, "shb", "biggs"}, optional
         As in :func:`gpu_deconv.richardson_lucy`; each chunk keeps its own momentum.
+    background : float or dask.array.Array or array_like, optional
+        As in :func:`gpu_deconv.richardson_lucy`; an array is rechunked like ``image``.
+    read_noise, regularization, spacing
+        As in :func:`gpu_deconv.richardson_lucy`.
     dtype : {None, "float32", "float64"}, optional
         Compute and output dtype; by default float64 for float64 images on NumPy, else float32.
     overlap : int or sequence of int, optional
@@ -121,8 +141,12 @@ def richardson_lucy(
     """
     import dask.array as da
 
-    iterations = v.check_iterations(iterations)
+    count, rule, limit, tolerance = check_stop(iterations, stop, max_iterations, tolerance)
+    if count is not None:
+        count = v.check_iterations(count)
     eps = v.check_eps(eps)
+    read_noise = check_read_noise(read_noise)
+    check_regularization(regularization)
     boundary = v.check_boundary(boundary, estimate=True)
     method = v.check_method(method)
     device = v.check_device(device)
@@ -132,17 +156,20 @@ def richardson_lucy(
     )
     max_memory = v.check_max_memory(max_memory)
     v.margins_for(boundary, margin, psf.shape)  # each chunk gets the margin, checked once here
-    arrays = [image]
+    check_spacing(spacing, image.ndim)
+    fields: dict[str, Any] = {}
     if mask is not None:
-        arrays.append(_dask_mask(mask, image))
+        fields["mask"] = _dask_mask(mask, image)
+    if background is not None and not isinstance(background, numbers.Real):
+        fields["background"] = level = _dask_field(background, image, compute_dtype)
+    else:
+        level = check_background(background, image.shape, compute_dtype)
     start = _initial_value(
-        v.default_init(boundary) if init is None else init,
-        image,
-        arrays[1] if mask is not None else None,
+        v.default_init(boundary) if init is None else init, image, fields.get("mask"), level
     )
     options: dict[str, Any] = dict(
         psf=psf,
-        iterations=iterations,
+        iterations=count,
         backend=backend,
         method=method,
         eps=eps,
@@ -155,10 +182,27 @@ def richardson_lucy(
         max_memory=max_memory,
         margin=margin,
         acceleration=acceleration,
+        read_noise=read_noise,
+        regularization=regularization,
+        spacing=spacing,
     )
+    if count is None:
+        options["iterations"] = _central_count(
+            image,
+            fields,
+            depth,
+            options,
+            background,
+            stop=rule,
+            max_iterations=limit,
+            tolerance=tolerance if rule == "relative" else None,
+        )
+    if "background" not in fields:
+        options["background"] = background
     return da.map_overlap(
-        functools.partial(_deconvolve_block, **options),
-        *arrays,
+        functools.partial(_deconvolve_block, names=tuple(fields), **options),
+        image,
+        *fields.values(),
         depth=dict(enumerate(depth)),
         boundary=_DASK_BOUNDARY.get(boundary, 0),
         dtype=compute_dtype,
@@ -370,18 +414,79 @@ def _dask_mask(mask: Any, image: Any) -> Any:
     return mask.rechunk(image.chunks)
 
 
-def _initial_value(init: Any, image: Any, mask: Any) -> str | float:
+def _dask_field(values: Any, image: Any, dtype: np.dtype) -> Any:
+    """Return a per-voxel array (a background map) as a dask array chunked like ``image``."""
+    import dask.array as da
+
+    if not isinstance(values, da.Array):
+        return da.from_array(check_background(values, image.shape, dtype), chunks=image.chunks)
+    if values.shape != image.shape:
+        raise ValueError(f"background must have the image's shape {image.shape}")
+    return values.astype(dtype).rechunk(image.chunks)
+
+
+def _central_count(image, fields, depth, options, background, **rule) -> int:
+    """Run the stopping rule on the chunk holding the centre, with its overlap; return its count.
+
+    The window is deconvolved as a tile would be (``window_boundary``), in memory.
+    """
+    window = []
+    for axis, n in enumerate(image.shape):
+        edges = np.cumsum((0, *image.chunks[axis]))
+        k = int(np.searchsorted(edges, n // 2, side="right")) - 1
+        window.append(slice(max(edges[k] - depth[axis], 0), min(edges[k + 1] + depth[axis], n)))
+    region = tuple(window)
+    parts = {name: np.asarray(array[region].compute()) for name, array in fields.items()}
+    keys = (
+        "backend",
+        "method",
+        "eps",
+        "dtype",
+        "device",
+        "max_memory",
+        "acceleration",
+        "read_noise",
+        "regularization",
+        "spacing",
+        "psf",
+        "normalize_psf",
+    )
+    mode = window_boundary(options["boundary"])
+    extra = {"margin": options["margin"]} if mode in v.ESTIMATED_BOUNDARIES else {}
+    start = options["start"]
+    _, info = _richardson_lucy(
+        np.asarray(image[region].compute()),
+        iterations="auto",
+        boundary=mode,
+        init=start if isinstance(start, str) else float(start),
+        mask=parts.get("mask"),
+        background=parts.get("background", background),
+        return_info=True,
+        **{key: options[key] for key in keys},
+        **extra,
+        **rule,
+    )
+    logger.info(
+        "iterations='auto' (%s): %d, chosen on the central chunk", rule["stop"], info.iterations
+    )
+    return info.iterations
+
+
+def _initial_value(init: Any, image: Any, mask: Any, background: Any = 0.0) -> str | float:
     import dask.array as da
 
     if isinstance(init, str) and init == "mean":
         # The mean of the image as validated (negatives clipped), as in memory.
         clipped = da.maximum(image, 0)
-        mean = float(
-            (clipped.mean() if mask is None else clipped[da.asarray(mask)].mean()).compute()
-        )
+        kept = (lambda x: x) if mask is None else (lambda x: x[da.asarray(mask)])
+        mean = float(kept(clipped).mean().compute())
         if not mean > 0:
             raise ValueError("init='mean' needs an image with a positive mean")
-        return mean
+        level = background
+        if isinstance(background, da.Array):
+            level = float(kept(background).mean().compute())
+        light = mean - float(level)
+        return light if light > 0.01 * mean else 0.01 * mean
     if isinstance(init, str) and init == "observed":
         return init
     if isinstance(init, numbers.Real) and not isinstance(init, bool):
@@ -391,8 +496,8 @@ def _initial_value(init: Any, image: Any, mask: Any) -> str | float:
 
 def _deconvolve_block(
     block: np.ndarray,
-    mask: np.ndarray | None = None,
-    *,
+    *parts: np.ndarray,
+    names: tuple[str, ...],
     boundary: str,
     start: str | float,
     depth: tuple[int, ...],
@@ -400,7 +505,14 @@ def _deconvolve_block(
     block_info: dict | None = None,
     **options: Any,
 ) -> np.ndarray:
-    """Deconvolve one chunk with its overlap (map_overlap crops the overlap afterwards)."""
+    """Deconvolve one chunk with its overlap (map_overlap crops the overlap afterwards).
+
+    ``parts`` are the chunk's parts of the per-voxel arrays ``names`` (mask, background).
+    """
+    fields = dict(zip(names, parts))
+    mask = fields.get("mask")
+    if "background" in fields:
+        options["background"] = fields["background"]
     init: Any = start
     if boundary == "constant" and not isinstance(start, str):
         init = _zero_outside(block.shape, start, depth, block_info)

@@ -390,6 +390,25 @@ def write_tiffs(
     return paths
 
 
+def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
+    """Write a text file (a run's JSON record) atomically, as :func:`write_tiff` writes.
+
+    Raises
+    ------
+    FileExistsError, FileNotFoundError, OSError
+        As :func:`write_tiff`.
+    """
+    target = check_output_path(path, overwrite)
+    temporary = _temporary(target, ".tmp")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target
+
+
 def is_zarr(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a zarr store (a ``.zarr`` directory, existing or to be)."""
     path = Path(path)

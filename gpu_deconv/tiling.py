@@ -284,8 +284,8 @@ def deconvolve_tiles(
     image: np.ndarray,
     start: np.ndarray | float,
     keep: Sequence[int],
-    run: Callable[[np.ndarray, np.ndarray | float, np.ndarray | None], dict[int, np.ndarray]],
-    mask: np.ndarray | None = None,
+    run: Callable[[np.ndarray, np.ndarray | float, dict[str, Any]], dict[int, np.ndarray]],
+    fields: dict[str, Any] | None = None,
 ) -> dict[int, np.ndarray]:
     """Deconvolve ``image`` tile by tile and assemble the estimates at each count in ``keep``.
 
@@ -300,11 +300,11 @@ def deconvolve_tiles(
     keep : sequence of int
         Iteration counts to return.
     run : callable
-        ``run(window, window_start, window_mask)`` deconvolves one window (with
+        ``run(window, window_start, window_fields)`` deconvolves one window (with
         ``plan.window_boundary``) and returns ``{count: estimate}`` for every count in ``keep``.
-    mask : ndarray of bool, optional
-        Observed voxels of the volume; each window gets its part (False past a ``"constant"``
-        border).
+    fields : dict of str to ndarray or None, optional
+        Per-voxel arrays of the volume (the mask, a background map; None where absent); each
+        window gets its part (False or 0 past a ``"constant"`` border).
 
     Returns
     -------
@@ -313,11 +313,25 @@ def deconvolve_tiles(
     out = {k: np.empty(image.shape, image.dtype) for k in keep}
     for tile in plan.tiles:
         # One call per tile, so that its window and results are freed before the next.
-        _deconvolve_tile(plan, tile, image, start, run, out, mask)
+        _deconvolve_tile(plan, tile, image, start, run, out, fields or {})
     return out
 
 
-def _deconvolve_tile(plan, tile, image, start, run, out, mask) -> None:
+def window_fields(plan: TilePlan, tile: Tile, fields: dict[str, Any]) -> dict[str, Any]:
+    """Return each per-voxel array's part in ``tile``'s window (None stays None)."""
+    return {
+        name: None if array is None else gather(array, tile, plan.boundary)
+        for name, array in fields.items()
+    }
+
+
+def central_tile(plan: TilePlan, shape: tuple[int, ...]) -> Tile:
+    """Return the tile whose core holds the volume's centre."""
+    centre = tuple(n // 2 for n in shape)
+    return next(t for t in plan.tiles if all(s.start <= c < s.stop for s, c in zip(t.core, centre)))
+
+
+def _deconvolve_tile(plan, tile, image, start, run, out, fields) -> None:
     window = gather(image, tile, plan.boundary)
     if start is image:
         window_start: np.ndarray | float = window
@@ -327,8 +341,7 @@ def _deconvolve_tile(plan, tile, image, start, run, out, mask) -> None:
         window_start = gather(image, tile, plan.boundary, fill=start)
     else:
         window_start = start
-    window_mask = None if mask is None else gather(mask, tile, plan.boundary)
-    for k, estimate in run(window, window_start, window_mask).items():
+    for k, estimate in run(window, window_start, window_fields(plan, tile, fields)).items():
         out[k][tile.core] = estimate[tile.interior]
 
 

@@ -119,7 +119,11 @@ CLI_BAD = [
         deny_new_files,
     ),
     ("full disk", "{image} --psf {psf} -o {tmp}/a.tif", "not enough free space", no_free_space),
-    ("argparse: bad int", "{image} --psf {psf} -o {tmp}/a.tif -n abc", "invalid int value"),
+    (
+        "argparse: bad int",
+        "{image} --psf {psf} -o {tmp}/a.tif -n abc",
+        "expected an integer or 'auto'",
+    ),
     ("argparse: no PSF", "{image} -o {tmp}/a.tif", "the following arguments are required: --psf"),
 ]
 

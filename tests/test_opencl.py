@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pyopencl
@@ -12,7 +13,7 @@ import pytest
 from conftest import blob_image, make_psf, oracle_rl, rel_rms, require_backend
 
 import gpu_deconv as gd
-from gpu_deconv.backends._base import BlurSpec
+from gpu_deconv.backends._base import BlurSpec, full_margin
 from gpu_deconv.backends.opencl_backend import InsufficientDeviceMemoryError
 
 pytestmark = pytest.mark.opencl
@@ -243,6 +244,47 @@ def test_memory_model_equals_real_device_allocations(
     # Weighted models also upload the mask (or a buffer of ones) to compute H^T mask: an
     # image-sized buffer freed before the algorithm allocates its own.
     temporary = image.nbytes if planned.total > 0 and (boundary == "estimate" or masked) else 0
+    assert sum(device_allocations) == planned.total + temporary
+    assert max(device_allocations) == planned.largest
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "estimate"])
+def test_memory_plan_of_background_maps_and_tv_equals_device_allocations(
+    cl_backend, device_allocations, boundary
+):
+    from gpu_deconv._rl import _Options
+    from gpu_deconv.algorithms import RichardsonLucy
+
+    image = blob_image((12, 30, 26), seed=3).astype(np.float32) * 50
+    psf = make_psf((5, 7, 7), "gaussian")
+    background = np.full(image.shape, 2.0, np.float32)
+    kwargs = dict(
+        backend=cl_backend,
+        boundary=boundary,
+        background=background,
+        regularization=1e-3,
+        method="fft",
+        tile_shape=None,
+    )
+    gd.richardson_lucy(image, psf, 2, **kwargs)  # warm-up: FFT plans, programs, guard counter
+    device_allocations.clear()
+    gd.richardson_lucy(image, psf, 2, **kwargs)
+    problem = SimpleNamespace(
+        background=background,
+        strength=1e-3,
+        mask=None,
+        backend=cl_backend,
+        spec=BlurSpec(
+            psf,
+            image.shape,
+            boundary,
+            "fft",
+            np.float32,
+            full_margin(psf.shape) if boundary == "estimate" else (),
+        ),
+    )
+    planned = _Options(RichardsonLucy, problem, monitored=False).need(problem.spec)
+    temporary = image.nbytes if boundary == "estimate" else 0  # the ones for H^T 1
     assert sum(device_allocations) == planned.total + temporary
     assert max(device_allocations) == planned.largest
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from .._regularization import GUARD, TotalVariation
 from ..backends._base import Backend, BlurOperator, BlurPlan
 
 # Buffer domains: the observed image's shape, or the estimate's (larger with "estimate").
@@ -32,9 +33,16 @@ class Model:
         ``1 / H^T(mask / sum(psf))`` on the work domain, 0 where a voxel is not observable;
         ``None`` when the plain update is exact (same-shape boundary mode, no mask).
     eps : float
-        The ratio is set to 0 where the blurred estimate is ``<= eps``.
+        The ratio is set to 0 where the data's model ``H f + b`` is ``<= eps``.
     dtype : numpy.dtype
         Compute dtype of every array.
+    background : backend array or None
+        The per-voxel part of the background ``b`` (observed domain), if any.
+    offset : float
+        The constant part of the model beyond ``H f``: a scalar background plus the read
+        noise's variance (which the observed buffer also holds).
+    regularizer : TotalVariation or None
+        Total-variation regularisation (:mod:`gpu_deconv._regularization`), if any.
     """
 
     backend: Backend
@@ -44,6 +52,26 @@ class Model:
     weights: Any
     eps: float
     dtype: np.dtype
+    background: Any = None
+    offset: float = 0.0
+    regularizer: TotalVariation | None = None
+    _factor: Any = field(default=None, repr=False)
+
+    def update_weights(self, point: Any) -> Any:
+        """Return what the update from ``point`` is multiplied by: the weights or the TV factor.
+
+        Without regularisation, the edge/mask weights (None: none). With it, the one-step-late
+        factor ``weights / (1 - lambda div(...))`` at ``point``, in a buffer of its own.
+        """
+        tv = self.regularizer
+        if tv is None:
+            return self.weights
+        if self._factor is None:
+            self._factor = self.backend.empty(self.operator.plan.work_shape, self.dtype)
+        self.backend.tv_factor(
+            point, self.weights, tv.spacing, tv.strength, tv.smoothing, GUARD, out=self._factor
+        )
+        return self._factor
 
 
 class Algorithm(Protocol):
@@ -106,5 +134,12 @@ class BackProjection:
         """Return the buffer holding ``H^T(g / H x)`` (the observed image ``g`` of the model)."""
         m = self._model
         m.operator.convolve(x, out=self._blurred)
-        m.backend.ratio(m.observed, self._blurred, m.eps, out=self._blurred)
+        m.backend.ratio(
+            m.observed,
+            self._blurred,
+            m.eps,
+            self._blurred,
+            background=m.background,
+            offset=m.offset,
+        )
         return m.operator.correlate(self._blurred, out=self._correction)

@@ -79,7 +79,8 @@ class AcceleratedRichardsonLucy:
         alpha = self._momentum()
         be.extrapolate(self.estimate, self._previous, alpha, FLOOR, out=self._point)
         correction = self._back_project(self._point)
-        be.clamped_update(self._point, correction, m.weights, FLOOR, out=self.estimate)
+        weights = m.update_weights(self._point)
+        be.clamped_update(self._point, correction, weights, FLOOR, out=self.estimate)
         self._steps += 1
         if self.kind == "biggs":
             # The new change replaces the older one: G_k into the buffer of G_{k-2}.

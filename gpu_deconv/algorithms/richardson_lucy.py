@@ -11,7 +11,8 @@ class RichardsonLucy:
 
     With weights :math:`w^{-1} = 1 / H^T m` (Bertero-Boccacci edges, masks) the step is
     :math:`f \leftarrow f / w \cdot H^T(m g / H f)`; the observed buffer already holds
-    :math:`m g`.
+    :math:`m g`. With a background the ratio is :math:`g / (H f + b)`; with total variation
+    the weights are the model's one-step-late factor (:meth:`Model.update_weights`).
     """
 
     name = "richardson_lucy"
@@ -31,7 +32,8 @@ class RichardsonLucy:
         """One iteration: blur, ratio, back-project, update."""
         m = self._model
         correction = self._back_project(self.estimate)
-        if m.weights is None:
+        weights = m.update_weights(self.estimate)
+        if weights is None:
             m.backend.multiply(self.estimate, correction, out=self.estimate)
         else:
-            m.backend.weighted_update(self.estimate, correction, m.weights, out=self.estimate)
+            m.backend.weighted_update(self.estimate, correction, weights, out=self.estimate)

@@ -262,8 +262,20 @@ class Backend(Protocol):
         """Raise ``MemoryError`` (with a hint) if ``need`` cannot be allocated here."""
         ...
 
-    def ratio(self, observed: Any, blurred: Any, eps: float, out: Any) -> Any:
-        """Write ``observed / blurred`` where ``blurred > eps``, else 0, into ``out``."""
+    def ratio(
+        self,
+        observed: Any,
+        blurred: Any,
+        eps: float,
+        out: Any,
+        background: Any = None,
+        offset: float = 0.0,
+    ) -> Any:
+        """Write ``observed / d`` where ``d > eps``, else 0, into ``out`` (may be ``blurred``).
+
+        ``d = blurred + background + offset``: the model of the data, with an optional
+        background array (observed domain) and a scalar offset.
+        """
         ...
 
     def multiply(self, a: Any, b: Any, out: Any) -> Any:
@@ -315,6 +327,60 @@ class Backend(Protocol):
         Negative when the last step went against the momentum that made ``point``. ``point``
         may be overwritten (the step no longer needs it).
         """
+        ...
+
+    def tv_factor(
+        self,
+        estimate: Any,
+        weights: Any,
+        spacing: tuple[float, float, float],
+        strength: float,
+        smoothing: float,
+        floor: float,
+        out: Any,
+    ) -> None:
+        """Write the one-step-late total-variation factor into ``out`` (a third array).
+
+        ``out = weights / max(1 - strength * div(grad f / sqrt(|grad f|^2 + smoothing^2)),
+        floor)`` (``weights`` None: 1). Forward differences for the gradient (0 at the last
+        index of an axis and to voxels whose weight is 0), backward for the divergence,
+        ``spacing`` per (z, y, x) axis. Voxels where the guard applied are counted
+        (:meth:`tv_guarded`).
+        """
+        ...
+
+    def tv_guarded(self) -> int:
+        """Return how many voxels :meth:`tv_factor` has guarded since the last call; reset."""
+        ...
+
+    def discrepancy_terms(
+        self,
+        observed: Any,
+        blurred: Any,
+        mask: Any,
+        background: Any,
+        offset: float,
+        gain: float,
+        scale: float,
+        table: Any,
+    ) -> tuple[float, float]:
+        """Return ``(sum 2 KL(g | mu), sum E[2 KL](mu / scale) scale)`` over the kept voxels.
+
+        ``mu = gain (blurred + background + offset)`` (``mask``/``background`` may be None);
+        ``table`` is :data:`gpu_deconv._noise.EXPECTED_2KL` on the backend. Float64 sums.
+        """
+        ...
+
+    def holdout_terms(
+        self,
+        validation: Any,
+        blurred: Any,
+        mask: Any,
+        background: Any,
+        offset: float,
+        gain: float,
+    ) -> float:
+        """Return ``sum(v ln mu - mu)`` over the voxels ``mask`` keeps (``mu`` as above)."""
         ...
 
     def synchronize(self) -> None:

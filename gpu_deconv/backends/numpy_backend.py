@@ -20,6 +20,7 @@ try:  # pocketfft's own binding writes into out=: no fresh pages to fault in eve
 except ImportError:  # another SciPy layout: the public scipy.fft API, which allocates
     _pocketfft = None
 
+from .. import _noise
 from . import _numpy_filter
 from ._base import BlurPlan, BlurSpec, FilterPlan, FilterSpec, MemoryNeed
 from ._host_memory import available_host_memory
@@ -257,6 +258,7 @@ def _copy_result(result: np.ndarray, out: np.ndarray) -> np.ndarray:
 # Bytes NumPy's buffered float64 reductions hold while they run: einsum casts both operands
 # to float64 through buffers of np.getbufsize() elements (measured: 132 KiB for 8192).
 REDUCTION_SCRATCH = 2 * np.getbufsize() * 8 + 2**12
+MEAN_FLOOR = 1e-30  # the model mean of a KL term is kept above it (ln 0 is -inf)
 
 
 def _dot64(a: np.ndarray, b: np.ndarray) -> float:
@@ -286,6 +288,7 @@ class NumpyBackend:
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
+        self._tv_guarded = 0
 
     @staticmethod
     def list_devices() -> list:
@@ -382,9 +385,14 @@ class NumpyBackend:
         """
         return 1 if math.prod(shape) < SMALL_TRANSFORM else self.workers
 
-    def ratio(self, observed: np.ndarray, blurred: np.ndarray, eps: float, out: np.ndarray):
-        small = blurred <= eps
-        np.divide(observed, blurred, out=out, where=~small)
+    def ratio(self, observed, blurred, eps: float, out, background=None, offset: float = 0.0):
+        model = blurred
+        if background is not None:
+            model = np.add(blurred, background, out=out)
+        if offset:
+            model = np.add(model, offset, out=out)
+        small = model <= eps
+        np.divide(observed, model, out=out, where=~small)
         out[small] = 0
         return out
 
@@ -433,5 +441,90 @@ class NumpyBackend:
         np.subtract(point, previous, out=point)
         return _dot64(estimate, point) - _dot64(previous, point)
 
+    def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
+        kept = None if weights is None else weights > 0
+        divergence = _tv_divergence(estimate, spacing[3 - estimate.ndim :], smoothing, kept)
+        np.multiply(divergence, -strength, out=out)
+        out += 1.0
+        guard = out < floor
+        if kept is not None:
+            guard &= kept  # voxels out of the estimate stay 0, unguarded
+        self._tv_guarded += int(np.count_nonzero(guard))
+        np.maximum(out, floor, out=out)
+        np.divide(1.0, out, out=out)
+        if weights is not None:
+            out *= weights
+
+    def tv_guarded(self) -> int:
+        count, self._tv_guarded = self._tv_guarded, 0
+        return count
+
+    def discrepancy_terms(self, observed, blurred, mask, background, offset, gain, scale, table):
+        mean = _model_mean(blurred, background, offset, gain)
+        g = observed.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = 2.0 * (mean - g + np.where(g > 0, g * np.log(g / mean), 0.0))
+        expected = _noise.expected_2kl_approx(mean / scale) * scale
+        if mask is not None:
+            terms, expected = terms[mask > 0], expected[mask > 0]
+        return float(terms.sum()), float(expected.sum())
+
+    def holdout_terms(self, validation, blurred, mask, background, offset, gain) -> float:
+        mean = _model_mean(blurred, background, offset, gain)
+        terms = validation * np.log(mean) - mean
+        return float((terms if mask is None else terms[mask > 0]).sum())
+
     def synchronize(self) -> None:
         return None
+
+
+def _model_mean(blurred: np.ndarray, background, offset: float, gain: float) -> np.ndarray:
+    """``gain (blurred + background + offset)`` in float64, kept off 0 (a KL needs ``ln mu``)."""
+    mean = blurred.astype(np.float64)
+    if background is not None:
+        mean += background
+    mean += offset
+    mean *= gain
+    return np.maximum(mean, MEAN_FLOOR, out=mean)
+
+
+def _inverse(weights: np.ndarray) -> np.ndarray:
+    """``1 / weights`` where positive, else 0 (the edge normalisation ``H^T m`` back)."""
+    out = np.zeros_like(weights)
+    np.divide(1.0, weights, out=out, where=weights > 0)
+    return out
+
+
+def _tv_divergence(f: np.ndarray, spacing, smoothing: float, kept=None) -> np.ndarray:
+    """``div(grad f / sqrt(|grad f|^2 + smoothing^2))``: forward gradient, backward divergence.
+
+    Differences past an axis' end, or to a voxel ``kept`` excludes, are 0 (Neumann).
+    """
+    grads = []
+    for axis, step in enumerate(spacing):
+        ahead, here = _neighbours(axis, f.ndim)
+        grad = np.zeros_like(f)
+        np.subtract(f[ahead], f[here], out=grad[here])
+        if kept is not None:
+            grad[here] *= kept[ahead] & kept[here]
+        grad /= step
+        grads.append(grad)
+    norm = np.full_like(f, smoothing * smoothing)
+    for grad in grads:
+        norm += grad * grad
+    np.sqrt(norm, out=norm)
+    divergence = np.zeros_like(f)
+    for axis, (grad, step) in enumerate(zip(grads, spacing)):
+        ahead, here = _neighbours(axis, f.ndim)
+        grad /= norm * step  # the flux p_i / s_i; 0 at the last index (Neumann)
+        divergence += grad
+        divergence[ahead] -= grad[here]
+    return divergence
+
+
+def _neighbours(axis: int, ndim: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Index pairs ``(x + e_axis, x)`` over every ``x`` that has a successor on ``axis``."""
+    ahead = [slice(None)] * ndim
+    here = [slice(None)] * ndim
+    ahead[axis], here[axis] = slice(1, None), slice(None, -1)
+    return tuple(ahead), tuple(here)

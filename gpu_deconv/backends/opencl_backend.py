@@ -53,6 +53,7 @@ KERNEL_FILES = (
     "extrapolate",
     "clamped_update",
     "subtract",
+    "tv_factor",
     "complex_multiply",
     "wiener_spectrum",
     "pad_boundary",
@@ -115,6 +116,11 @@ def _i32(*values: int) -> list[np.int32]:
     return [np.int32(v) for v in values]
 
 
+def _optional(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
+    """Kernel arguments of an optional buffer: the buffer (or any valid one) and whether it is."""
+    return (stand_in if array is None else array).data, np.int32(array is not None)
+
+
 class OpenCLBackend:
     """Backend on one OpenCL device, chosen as in :func:`pick_device`.
 
@@ -170,6 +176,7 @@ class OpenCLBackend:
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_FILES}
         self._fft_plans: dict[tuple, Any] = {}
         self._reductions: dict[str, Any] | None = None  # built on first use
+        self._guarded: Any = None  # the count of tv_factor's guarded voxels, made on first use
         # pyopencl kernels hold their arguments between set and enqueue: one thread at a time.
         self.lock = threading.RLock()
 
@@ -210,8 +217,17 @@ class OpenCLBackend:
         """Enqueue kernel ``name`` on ``global_size`` work items (pyopencl argument order)."""
         self.kernels[name](self.queue, global_size, None, *args)
 
-    def ratio(self, observed: Any, blurred: Any, eps: float, out: Any) -> Any:
-        self.launch("rl_ratio", (out.size,), out.data, observed.data, blurred.data, np.float32(eps))
+    def ratio(self, observed, blurred, eps: float, out, background=None, offset: float = 0.0):
+        self.launch(
+            "rl_ratio",
+            (out.size,),
+            out.data,
+            observed.data,
+            blurred.data,
+            *_optional(background, blurred),
+            np.float32(offset),
+            np.float32(eps),
+        )
         return out
 
     def multiply(self, a: Any, b: Any, out: Any) -> Any:
@@ -262,16 +278,75 @@ class OpenCLBackend:
         self.launch("subtract", (out.size,), out.data, a.data, b.data)
         return out
 
+    def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
+        import pyopencl.array as cla
+
+        if self._guarded is None:
+            self._guarded = cla.zeros(self.queue, (1,), np.int32)
+        nz, ny, nx = _shape3(estimate.shape)
+        self.launch(
+            "tv_factor",
+            (nx, ny, nz),
+            out.data,
+            estimate.data,
+            *_optional(weights, estimate),
+            *_i32(nz, ny, nx),
+            *(np.float32(step) for step in spacing),
+            np.float32(strength),
+            np.float32(smoothing),
+            np.float32(floor),
+            self._guarded.data,
+        )
+
+    def tv_guarded(self) -> int:
+        if self._guarded is None:
+            return 0
+        count = int(self._guarded.get()[0])
+        self._guarded.fill(0)
+        return count
+
+    def discrepancy_terms(self, observed, blurred, mask, background, offset, gain, scale, table):
+        from .. import _noise
+
+        kl, expected = self._reduce(
+            "discrepancy_partial",
+            observed,
+            blurred,
+            *_optional(mask, blurred),
+            *_optional(background, blurred),
+            np.float64(offset),
+            np.float64(gain),
+            np.float64(scale),
+            table,
+            np.int32(table.size),
+            np.float64(_noise.LOG_MIN),
+            np.float64(_noise.LOG_STEP),
+            outputs=2,
+        )
+        return kl, expected
+
+    def holdout_terms(self, validation, blurred, mask, background, offset, gain) -> float:
+        return self._reduce(
+            "holdout_partial",
+            validation,
+            blurred,
+            *_optional(mask, blurred),
+            *_optional(background, blurred),
+            np.float64(offset),
+            np.float64(gain),
+        )[0]
+
     def dot(self, a: Any, b: Any) -> float:
-        return self._reduce("dot_partial", a, b)
+        return self._reduce("dot_partial", a, b)[0]
 
     def step_agreement(self, estimate, previous, point) -> float:
-        return self._reduce("agreement_partial", estimate, previous, point)
+        return self._reduce("agreement_partial", estimate, previous, point)[0]
 
-    def _reduce(self, name: str, *arrays: Any) -> float:
+    def _reduce(self, name: str, first: Any, *args: Any, outputs: int = 1) -> list[float]:
         """Run a float64 partial-sum kernel (``reductions.cl``); add the partial sums on the host.
 
-        One small transfer: ``REDUCTION_ITEMS`` float64 partial sums.
+        ``first`` (a backend array) sets the element count; ``args`` are arrays or scalars in
+        the kernel's order. One small transfer: ``outputs * REDUCTION_ITEMS`` float64 sums.
         """
         import pyopencl.array as cla
 
@@ -283,15 +358,16 @@ class OpenCLBackend:
             except self._cl.Error as exc:
                 raise BackendUnavailableError(
                     f"{self.device_name!r} cannot build float64 reductions (cl_khr_fp64), "
-                    "which acceleration needs; use acceleration=None or backend='numpy'"
+                    "which acceleration, stopping rules and return_info need; "
+                    "use a fixed count without them, or backend='numpy'"
                 ) from exc
-            names = ("dot_partial", "agreement_partial")
+            names = ("dot_partial", "agreement_partial", "discrepancy_partial", "holdout_partial")
             self._reductions = {k: self._cl.Kernel(program, k) for k in names}
-        partial = cla.empty(self.queue, (REDUCTION_ITEMS,), np.float64)
+        partial = cla.empty(self.queue, (outputs * REDUCTION_ITEMS,), np.float64)
         kernel = self._reductions[name]
-        n = np.uint64(arrays[0].size)
-        kernel(self.queue, (REDUCTION_ITEMS,), None, partial.data, *(x.data for x in arrays), n)
-        return float(partial.get().sum())
+        values = [x.data if isinstance(x, cla.Array) else x for x in (first, *args)]
+        kernel(self.queue, (REDUCTION_ITEMS,), None, partial.data, *values, np.uint64(first.size))
+        return [float(s) for s in partial.get().reshape(outputs, -1).sum(axis=1)]
 
     def synchronize(self) -> None:
         self.queue.finish()
