@@ -415,9 +415,14 @@ class Problem(NamedTuple):
 
     @property
     def spec(self) -> BlurSpec:
-        """The blur of the whole image (the dtype is the image's)."""
+        """The blur of the whole image (the dtype is the image's), for planning.
+
+        Its PSF is scaled by a power of two to a sum in ``[1, 2)``: planning only looks at the
+        PSF's shape and profiles, and a PSF of 1e307s would overflow their sums.
+        """
+        psf = np.ldexp(self.psf, -_scaling.sum_exponent(self.psf))
         return BlurSpec(
-            self.psf, self.image.shape, self.boundary, self.method, self.image.dtype, self.margins
+            psf, self.image.shape, self.boundary, self.method, self.image.dtype, self.margins
         )
 
 

@@ -20,6 +20,7 @@ BOUNDARIES = ("reflect", "nearest", "mirror", "wrap", "constant")
 ESTIMATED_BOUNDARIES = ("estimate",)
 MARGINS = ("full", "half")
 ACCELERATIONS = ("shb", "biggs")
+REGULARIZERS = ("identity", "laplacian")
 METHODS = ("auto", "fft", "separable", "spatial")
 INIT_MODES = ("observed", "mean")
 DTYPES = ("float32", "float64")
@@ -132,19 +133,21 @@ def check_image(
     name: str = "image",
     supported: tuple[str, ...] = DTYPES,
     shift: float = 0.0,
+    nonnegative: bool = True,
 ) -> np.ndarray:
     """Validate an image and return a C-contiguous copy in the compute dtype.
 
     ``dtype`` is resolved by :func:`resolve_dtype` against the backend's ``supported`` dtypes.
     ``shift`` is added first (the read noise's variance). Negative values are then clipped to
-    0 with a ``UserWarning`` (Richardson-Lucy assumes non-negative photon counts);
+    0 with a ``UserWarning`` (Richardson-Lucy assumes non-negative photon counts), unless
+    ``nonnegative=False`` (linear filters keep them);
     ``stacklevel`` makes the warning point at the user's call.
     """
     arr = _as_real_array(image, name)
     out = _cast(arr, resolve_dtype(dtype, arr.dtype, supported), name)
     if shift:
         out += out.dtype.type(shift)
-    if (out < 0).any():
+    if nonnegative and (out < 0).any():
         below = f" below -read_noise**2 = {-shift:g}" if shift else ""
         warnings.warn(
             f"{name} has negative values{below} (min {out.min() - shift:g}); they are clipped to 0",
@@ -388,3 +391,18 @@ def check_acceleration(acceleration: Any) -> str | None:
     if acceleration is None:
         return None
     return _choice(acceleration, "acceleration", ACCELERATIONS)
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a positive finite real number, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return number
+
+
+def check_regularizer(regularizer: Any) -> str:
+    """Return ``regularizer`` if it is one of :data:`REGULARIZERS`, else raise ``ValueError``."""
+    return _choice(regularizer, "regularizer", REGULARIZERS)

@@ -1,5 +1,7 @@
 """The ``gpu-deconv`` command line: ``run``, ``demo``, ``bench``, ``devices``, ``psf ...``.
 
+``wiener`` and ``tikhonov`` (direct filters) live in :mod:`gpu_deconv._cli_filters`.
+
 Bad input, and an output that cannot be written, exit with code 2 and one line on stderr;
 Ctrl-C exits with 130 and SIGTERM with 143, each with one line. Outputs are written
 atomically, all of a run's outputs or none, and no temporary file is left behind.
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _cli_filters
 from ._stopping import DEFAULT_MAX_ITERATIONS, DEFAULT_STOP, STOP_RULES
 from ._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
@@ -354,6 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("devices", help="list OpenCL devices and the backend 'auto' picks")
+    _cli_filters.add_parsers(sub, _tile_shape, _int_list, _size)
 
     psf = sub.add_parser("psf", help="make a PSF")
     psf_sub = psf.add_subparsers(dest="psf_kind", required=True)
@@ -891,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already reported)
         return exc.code if isinstance(exc.code, int) else 0
     handlers = {"run": _run, "demo": _demo, "bench": _bench, "devices": _devices, "psf": _psf}
+    handlers.update(wiener=_cli_filters.run, tikhonov=_cli_filters.run)
     try:
         with _sigterm_raises():
             code = handlers[args.command](args)

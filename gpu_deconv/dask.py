@@ -151,25 +151,11 @@ def richardson_lucy(
     method = v.check_method(method)
     device = v.check_device(device)
     acceleration = v.check_acceleration(acceleration)
-    if not isinstance(backend, str):
-        raise TypeError("backend must be a name here, so that each worker builds its own")
-    if backend not in available_backends():
-        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(available_backends())}")
-    # The workers build the backend, maybe on machines the client is not (no GPU here is
-    # fine): the dtypes come from the backend's class, and "auto" promises only the common ones.
-    supported = backend_dtypes(backend)
-    if not isinstance(image, da.Array):
-        image = da.from_array(v.check_image(image, dtype, stacklevel=2, supported=supported))
-    if not 1 <= image.ndim <= v.MAX_NDIM or image.size == 0:
-        raise ValueError(f"image must be a non-empty 1D, 2D or 3D array, got shape {image.shape}")
-    compute_dtype = v.resolve_dtype(dtype, np.dtype(image.dtype), supported)
-    psf = v.check_psf(psf, image.ndim, normalize_psf)
-    # dask cannot overlap by more than an axis holds; the whole axis is all there is.
-    depth = tuple(min(d, n) for d, n in zip(resolve_overlap(overlap, psf), image.shape))
+    image, psf, compute_dtype, depth = _lazy_input(
+        image, psf, backend, dtype, normalize_psf, overlap, chunks
+    )
     max_memory = v.check_max_memory(max_memory)
     v.margins_for(boundary, margin, psf.shape)  # each chunk gets the margin, checked once here
-    if chunks is not None:
-        image = image.rechunk(chunks)
     check_spacing(spacing, image.ndim)
     fields: dict[str, Any] = {}
     if mask is not None:
@@ -222,6 +208,197 @@ def richardson_lucy(
         dtype=compute_dtype,
         meta=np.empty((0,) * image.ndim, compute_dtype),
     )
+
+
+def _lazy_input(image, psf, backend, dtype, normalize_psf, overlap, chunks, nonnegative=True):
+    """Validate what every lazy front end shares; return (image, psf, dtype, depth).
+
+    ``image`` comes back as a dask array (a NumPy one validated first), rechunked to
+    ``chunks`` if given; ``depth`` is the overlap per axis.
+    """
+    import dask.array as da
+
+    if not isinstance(backend, str):
+        raise TypeError("backend must be a name here, so that each worker builds its own")
+    if backend not in available_backends():
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(available_backends())}")
+    # The workers build the backend, maybe on machines the client is not (no GPU here is
+    # fine): the dtypes come from the backend's class, and "auto" promises only the common ones.
+    supported = backend_dtypes(backend)
+    if not isinstance(image, da.Array):
+        checked = v.check_image(image, dtype, 3, supported=supported, nonnegative=nonnegative)
+        image = da.from_array(checked)
+    if not 1 <= image.ndim <= v.MAX_NDIM or image.size == 0:
+        raise ValueError(f"image must be a non-empty 1D, 2D or 3D array, got shape {image.shape}")
+    compute_dtype = v.resolve_dtype(dtype, np.dtype(image.dtype), supported)
+    psf = v.check_psf(psf, image.ndim, normalize_psf)
+    # dask cannot overlap by more than an axis holds; the whole axis is all there is.
+    depth = tuple(min(d, n) for d, n in zip(resolve_overlap(overlap, psf), image.shape))
+    if chunks is not None:
+        image = image.rechunk(chunks)
+    return image, psf, compute_dtype, depth
+
+
+def tikhonov(
+    image: Any,
+    psf: np.ndarray,
+    regularization: float,
+    *,
+    regularizer: str = "identity",
+    backend: str = "auto",
+    boundary: str = "reflect",
+    normalize_psf: bool = True,
+    dtype: Any = None,
+    device: str | None = None,
+    overlap: int | Sequence[int] | None = None,
+    chunks: Any = None,
+    max_memory: int | None = None,
+) -> Any:
+    """Filter a dask array chunk by chunk with :func:`gpu_deconv.tikhonov`, lazily.
+
+    Parameters
+    ----------
+    image : dask.array.Array or array_like
+        Observed image, 1D to 3D (negative values are kept); a NumPy array is wrapped.
+    psf : array_like
+        Point spread function, as in :func:`gpu_deconv.tikhonov`.
+    regularization : float
+        The penalty's weight (``> 0``), as in :func:`gpu_deconv.tikhonov`.
+    regularizer, backend, boundary, normalize_psf, dtype, device
+        As in :func:`gpu_deconv.tikhonov` (backend names only: each worker builds its own).
+    overlap, chunks, max_memory
+        As in :func:`richardson_lucy`: each chunk is filtered with ``overlap`` voxels of its
+        neighbours (default 10 RMS widths of the PSF), tiled inside the worker if it does
+        not fit.
+
+    Returns
+    -------
+    dask.array.Array
+        The lazy estimate, chunked like the (rechunked) input.
+
+    Raises
+    ------
+    TypeError, ValueError, BackendUnavailableError
+        As in :func:`gpu_deconv.tikhonov`, when the graph is built for arguments, and when a
+        chunk is computed for its values.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> from gpu_deconv.dask import tikhonov
+    >>> from gpu_deconv.psf import gaussian_psf
+    >>> image = da.from_array(np.ones((64, 64)), chunks=32)
+    >>> result = tikhonov(image, gaussian_psf((9, 9), 1.5), 1e-3, backend="numpy")
+    >>> result.chunks, bool(np.allclose(result.compute(), 1 / (1 + 1e-3)))
+    (((32, 32), (32, 32)), True)
+    """
+    return _filter_graph(
+        "tikhonov",
+        image,
+        psf,
+        dict(
+            regularization=v.check_positive(regularization, "regularization"),
+            regularizer=v.check_regularizer(regularizer),
+        ),
+        (backend, boundary, normalize_psf, dtype, device, overlap, chunks, max_memory),
+    )
+
+
+def wiener(
+    image: Any,
+    psf: np.ndarray,
+    balance: float,
+    *,
+    regularizer: str = "laplacian",
+    backend: str = "auto",
+    boundary: str = "reflect",
+    normalize_psf: bool = True,
+    dtype: Any = None,
+    device: str | None = None,
+    overlap: int | Sequence[int] | None = None,
+    chunks: Any = None,
+    max_memory: int | None = None,
+) -> Any:
+    """Filter a dask array chunk by chunk with :func:`gpu_deconv.wiener` (``balance``), lazily.
+
+    ``noise_variance`` is not offered: it estimates the signal's power from the whole image,
+    which no chunk sees.
+
+    Parameters
+    ----------
+    image : dask.array.Array or array_like
+        Observed image, 1D to 3D (negative values are kept); a NumPy array is wrapped.
+    psf : array_like
+        Point spread function, as in :func:`gpu_deconv.wiener`.
+    balance : float
+        Noise-to-signal ratio (``> 0``), as in :func:`gpu_deconv.wiener`.
+    regularizer : {"laplacian", "identity"}, optional
+        As in :func:`gpu_deconv.wiener`, by default ``"laplacian"``.
+    backend, boundary, normalize_psf, dtype, device, overlap, chunks, max_memory
+        As in :func:`tikhonov`.
+
+    Returns
+    -------
+    dask.array.Array
+        The lazy estimate, chunked like the (rechunked) input.
+
+    Raises
+    ------
+    TypeError, ValueError, BackendUnavailableError
+        As in :func:`tikhonov`.
+    """
+    return _filter_graph(
+        "wiener",
+        image,
+        psf,
+        dict(
+            balance=v.check_positive(balance, "balance"),
+            regularizer=v.check_regularizer(regularizer),
+        ),
+        (backend, boundary, normalize_psf, dtype, device, overlap, chunks, max_memory),
+    )
+
+
+def _filter_graph(name: str, image: Any, psf: Any, weights: dict, settings: tuple) -> Any:
+    """Return the map_overlap graph of one direct filter (the lazy front ends' shared body)."""
+    import dask.array as da
+
+    from ._filters import check_filter_boundary
+
+    backend, boundary, normalize_psf, dtype, device, overlap, chunks, max_memory = settings
+    boundary = check_filter_boundary(boundary)
+    device = v.check_device(device)
+    image, psf, compute_dtype, depth = _lazy_input(
+        image, psf, backend, dtype, normalize_psf, overlap, chunks, nonnegative=False
+    )
+    options: dict[str, Any] = dict(
+        name=name,
+        psf=psf,
+        backend=backend,
+        normalize_psf=False,  # normalised once above
+        dtype=compute_dtype.name,
+        device=device,
+        boundary=window_boundary(boundary),
+        max_memory=v.check_max_memory(max_memory),
+        **weights,
+    )
+    return da.map_overlap(
+        functools.partial(_filter_block, **options),
+        image,
+        depth=dict(enumerate(depth)),
+        boundary=_DASK_BOUNDARY.get(boundary, 0),
+        dtype=compute_dtype,
+        meta=np.empty((0,) * image.ndim, compute_dtype),
+    )
+
+
+def _filter_block(block: np.ndarray, *, name: str, **options: Any) -> np.ndarray:
+    """Filter one chunk with its overlap (map_overlap crops the overlap afterwards)."""
+    from . import _filters
+
+    if block.size == 0:  # dask's meta probe
+        return np.zeros(block.shape, options["dtype"])
+    return getattr(_filters, name)(block, **options)
 
 
 def _dask_mask(mask: Any, image: Any) -> Any:

@@ -55,6 +55,30 @@ def test_complex_multiply(cl, conjugate):
     np.testing.assert_allclose(spectrum.get(), a * (np.conj(b) if conjugate else b), rtol=1e-6)
 
 
+@pytest.mark.parametrize("complex_values", [1, 0])
+def test_wiener_spectrum(cl, complex_values):
+    from gpu_deconv.backends._numpy_filter import wiener_step
+
+    rng = np.random.default_rng(2)
+    kind = np.complex64 if complex_values else np.float32
+    g = (rng.normal(size=23) + (1j * rng.normal(size=23) if complex_values else 0)).astype(kind)
+    otf = (rng.random(23) + (1j * rng.random(23) if complex_values else 0)).astype(kind)
+    spectrum = cla.to_device(cl.queue, g)
+    cl.launch(
+        "wiener_spectrum",
+        (g.size,),
+        spectrum.data,
+        cla.to_device(cl.queue, otf).data,
+        np.float32(0.5),
+        np.float32(0.25),
+        np.int32(complex_values),
+    )
+    g64, otf64 = g.astype(np.complex128), otf.astype(np.complex128)
+    expected = wiener_step(g64, np.conj(otf64), np.abs(otf64) ** 2, 0.5, 0.25)
+    assert (np.abs(g) ** 2 <= 0.5).any() and (np.abs(g) ** 2 > 0.5).any()  # both branches
+    np.testing.assert_allclose(spectrum.get(), expected, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_pad_and_crop(cl, shape, boundary):

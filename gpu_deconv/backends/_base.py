@@ -246,6 +246,14 @@ class Backend(Protocol):
         """Prepare the blur of ``spec`` (uploads the PSF, OTF or DCT gain once)."""
         ...
 
+    def plan_filter(self, spec: FilterSpec) -> FilterPlan:
+        """Decide transform, domain and memory of a direct filter; allocate nothing."""
+        ...
+
+    def spectral_filter(self, spec: FilterSpec) -> SpectralFilter:
+        """Prepare the direct filter of ``spec`` (uploads its response or OTF once)."""
+        ...
+
     def memory_limits(self) -> MemoryNeed:
         """Return the memory one call may use now: the device's, or the host's available."""
         ...
@@ -381,4 +389,82 @@ class Backend(Protocol):
 
     def list_devices(self) -> list[Any]:
         """Return the devices this backend can run on (empty for host backends)."""
+        ...
+
+
+# -- direct filters (Wiener, Tikhonov) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FilterSpec:
+    """One direct (non-iterative) deconvolution filter: a blur and how it is regularised.
+
+    The filter acts on the domain where the blur is diagonal (see
+    :func:`~gpu_deconv.backends._filter_planning.filter_geometry`): with blur eigenvalues
+    ``L`` and regulariser eigenvalues ``r`` it multiplies the image's spectrum ``G`` by
+
+    * ``conj(L) / (|L|**2 + regularization * |r|**2)`` (Tikhonov; scikit-image's Wiener), or,
+      when ``noise_variance`` is set,
+    * ``conj(L) S / (|L|**2 S + noise_weight * P)`` with ``P`` the noise power per frequency
+      and ``S = max(|G|**2 - P, 0)`` the signal power estimated from the data (Wiener).
+
+    Attributes
+    ----------
+    blur : BlurSpec
+        PSF, image shape, boundary (a ``scipy.ndimage`` mode) and compute dtype; the method
+        is ignored (a filter is always spectral).
+    regularizer : {"identity", "laplacian"}
+        ``R`` of the penalty ``||R f||**2``: the identity, or the discrete Laplacian (centre
+        ``2 * ndim``, neighbours ``-1``; scikit-image's default).
+    regularization : float
+        The penalty's weight (``> 0``); unused with ``noise_variance``.
+    noise_variance : float or None
+        Per-voxel variance of white noise, in the image's (scaled) units: ``P`` is it times
+        the number of samples of the periodic domain the filter acts on.
+    noise_weight : float
+        Factor on ``P`` in the Wiener denominator (``2**-2p`` for a PSF scaled by ``2**-p``;
+        1 otherwise).
+    """
+
+    blur: BlurSpec
+    regularizer: str = "identity"
+    regularization: float = 0.0
+    noise_variance: float | None = None
+    noise_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """What a backend builds for a :class:`FilterSpec`, decided before allocating anything.
+
+    Attributes
+    ----------
+    transform : str
+        ``"rfft"`` (on ``domain``), ``"dct2"`` or ``"dct1"`` (on the image itself).
+    domain : tuple of int
+        Shape of the transformed grid.
+    memory : MemoryNeed
+        Backend memory of the filter itself (transform buffers, response), not of the image
+        and the result.
+    """
+
+    transform: str
+    domain: tuple[int, ...]
+    memory: MemoryNeed
+
+
+@runtime_checkable
+class SpectralFilter(Protocol):
+    """A prepared direct filter (:class:`FilterSpec`) on a backend.
+
+    Attributes
+    ----------
+    plan : FilterPlan
+        Transform, domain and memory.
+    """
+
+    plan: FilterPlan
+
+    def apply(self, x: Any, out: Any) -> Any:
+        """Write the filtered ``x`` into ``out`` (both of the image's shape; may alias)."""
         ...

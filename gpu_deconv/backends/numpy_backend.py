@@ -21,7 +21,8 @@ except ImportError:  # another SciPy layout: the public scipy.fft API, which all
     _pocketfft = None
 
 from .. import _noise
-from ._base import BlurPlan, BlurSpec, MemoryNeed
+from . import _numpy_filter
+from ._base import BlurPlan, BlurSpec, FilterPlan, FilterSpec, MemoryNeed
 from ._host_memory import available_host_memory
 from ._planning import (
     CostModel,
@@ -358,6 +359,13 @@ class NumpyBackend:
         if plan.transform != "rfft":
             return _DCTOperator(plan, psf, shape, boundary, spec.dtype, workers)
         return _FFTOperator(plan, psf, shape, boundary, spec.dtype, workers)
+
+    def plan_filter(self, spec: FilterSpec) -> FilterPlan:
+        return _numpy_filter.plan_filter(spec, self.transforms)
+
+    def spectral_filter(self, spec: FilterSpec) -> _numpy_filter.NumpyFilter:
+        plan = self.plan_filter(spec)
+        return _numpy_filter.NumpyFilter(spec, plan, self.fft_workers(plan.domain))
 
     def memory_limits(self) -> MemoryNeed:
         """Available host memory (with headroom); unbounded where the OS does not say."""

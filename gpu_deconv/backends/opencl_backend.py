@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
-from ._base import BackendUnavailableError, BlurPlan, BlurSpec, MemoryNeed
+from ._base import (
+    BackendUnavailableError,
+    BlurPlan,
+    BlurSpec,
+    FilterPlan,
+    FilterSpec,
+    MemoryNeed,
+)
 from ._opencl_devices import (
     PACKAGE_HINT,
     import_pyopencl,
@@ -48,6 +55,7 @@ KERNEL_FILES = (
     "subtract",
     "tv_factor",
     "complex_multiply",
+    "wiener_spectrum",
     "pad_boundary",
     "crop",
     "convolve_spatial",
@@ -417,6 +425,25 @@ class OpenCLBackend:
             spectrum = math.prod(padded[:-1]) * (padded[-1] // 2 + 1) * 8
             memory = MemoryNeed(2 * spectrum, spectrum)
         return blur_plan(spec, method, transform, memory, profiles)
+
+    def plan_filter(self, spec: FilterSpec) -> FilterPlan:
+        from . import _opencl_filter
+
+        return _opencl_filter.plan_filter(spec, self._filter_transforms(spec))
+
+    def spectral_filter(self, spec: FilterSpec) -> Any:
+        from . import _opencl_filter
+
+        plan = self.plan_filter(spec)
+        self.check_memory(plan.memory)
+        return _opencl_filter.OpenCLFilter(self, spec, plan)
+
+    def _filter_transforms(self, spec: FilterSpec) -> tuple[str, ...]:
+        if spec.blur.dtype != np.float32:
+            raise ValueError("the opencl backend computes in float32; pass dtype='float32'")
+        if "rfft" not in self.transforms:
+            raise BackendUnavailableError(PYVKFFT_HINT)
+        return self.transforms
 
     def memory_limits(self) -> MemoryNeed:
         """Return the device's global memory (with headroom) and its largest allocation."""
