@@ -52,6 +52,9 @@ from gpu_deconv.backends._opencl_devices import device_index
 out = sys.argv[1]
 image, psf = np.load(out + "/image.npy"), np.load(out + "/psf.npy")
 devices = gd.list_devices()
+if len(devices) < 2 or devices[0].name != devices[1].name:  # POCL_DEVICES had no effect
+    print(json.dumps({"skip": [d.name for d in devices]}))
+    sys.exit()
 a = gd.get_backend("opencl", device="#0")
 b = gd.get_backend("opencl", device="#1")
 named = gd.get_backend("opencl", device=devices[1].name[:6] + "#1")  # among identical names
@@ -79,6 +82,8 @@ def test_two_backends_on_two_devices_interleaved_give_the_numpy_result(tmp_path)
     np.save(tmp_path / "image.npy", image)
     np.save(tmp_path / "psf.npy", psf)
     report = json.loads(run_python(tmp_path, INTERLEAVED, TWO_DEVICES))
+    if "skip" in report:
+        pytest.skip(f"PoCL is not the default OpenCL driver here: {report['skip']}")
     assert len(report["names"]) == 2 and report["names"][0] == report["names"][1]
     assert report["indices"] == [0, 1, 1] and report["contexts"] == 3 and report["own_device"]
     first, second, third, blurred_first, blurred_last = np.load(tmp_path / "results.npy")
@@ -140,7 +145,8 @@ warnings.simplefilter("ignore")
 image = da.from_array(np.ones((64, 64), np.float32), chunks=16)
 gdd.richardson_lucy(image, np.ones((3, 3)), 2, overlap=2).compute(scheduler="sync")
 info = _probe_opencl.cache_info()
-print(gd.get_backend("auto").name, len(_OPENCL_INSTANCES), info.misses, info.hits + info.misses >= 16)  # 16 chunks
+calls = info.hits + info.misses  # one per chunk: 16
+print(gd.get_backend("auto").name, len(_OPENCL_INSTANCES), info.misses, calls >= 16)
 """
 
 
@@ -154,6 +160,7 @@ print(gd.get_backend("auto").name, len(_OPENCL_INSTANCES), info.misses, info.hit
     ],
 )
 def test_auto_probes_opencl_once_and_builds_no_backend_on_cpu(tmp_path, env, expected):
+    pytest.importorskip("dask")
     require_backend("opencl")
     if gd.get_backend("opencl").auto_priority > 1:
         pytest.skip("a property of machines whose default device is a CPU")
