@@ -1,7 +1,8 @@
 """GPU benchmark of benchmarks/gpu/check.sh: end to end and per iteration, each algorithm.
 
 For each volume size: a Gaussian PSF, ``--iterations`` iterations of plain Richardson-Lucy,
-SHB and Biggs-Andrews on the OpenCL backend (``method="auto"``, reflect edges). Each case is
+SHB and Biggs-Andrews on the OpenCL backend, reflect edges, for each of ``--methods``
+(``auto``: the cost model's choice; ``fft``: the DCT/FFT path). Each case is
 run once at three iterations to compile kernels and plans (not timed), then timed at one and at
 ``--iterations`` iterations, end to end (host array in, host array out, the device
 synchronised by the pull); the per-iteration time is the difference over the extra
@@ -14,6 +15,7 @@ ratios are measured in the same run. Stops starting new cases at ``--deadline`` 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -42,17 +44,17 @@ def volume(shape: tuple[int, ...]) -> np.ndarray:
     return image
 
 
-def timed(image, psf, iterations, backend, acceleration) -> float:
+def timed(image, psf, iterations, **options) -> float:
     start = time.perf_counter()
-    gd.richardson_lucy(image, psf, iterations, backend=backend, acceleration=acceleration)
+    gd.richardson_lucy(image, psf, iterations, **options)
     return time.perf_counter() - start
 
 
-def case(image, psf, iterations, backend, acceleration) -> dict:
+def case(image, psf, iterations, **options) -> dict:
     # Compiles kernels, FFT plans and (from the second iteration on) the reductions.
-    timed(image, psf, min(3, iterations), backend, acceleration)
-    one = timed(image, psf, 1, backend, acceleration)
-    full = timed(image, psf, iterations, backend, acceleration)
+    timed(image, psf, min(3, iterations), **options)
+    one = timed(image, psf, 1, **options)
+    full = timed(image, psf, iterations, **options)
     return {
         "end_to_end_s": full,
         "one_iteration_run_s": one,
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="256x256x256,512x1024x1024")
     parser.add_argument("--psf", type=int, default=17, help="PSF edge length (voxels)")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--methods", default="auto,fft", help="comma-separated")
     parser.add_argument("--numpy-max-voxels", type=int, default=256**3)
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds")
     parser.add_argument("--out", required=True)
@@ -72,23 +75,27 @@ def main() -> None:
     begin = time.perf_counter()
     opencl = gd.get_backend("opencl")
     rows, skipped = [], []
-    for size in args.sizes.split(","):
-        shape = parse_size(size)
+    sizes = [parse_size(size) for size in args.sizes.split(",")]
+    # Every OpenCL case first, then NumPy's, so that a short deadline cuts the peer first.
+    backends = [("opencl", opencl), ("numpy", "numpy")]
+    for (label, backend), shape in itertools.product(backends, sizes):
+        if label == "numpy" and math.prod(shape) > args.numpy_max_voxels:
+            continue
+        size = "x".join(map(str, shape))
         psf = gaussian_psf((args.psf,) * len(shape), sigma=[2.0] * len(shape))
         image = volume(shape)
-        method = gd.choose_method(shape, psf, backend=opencl)
-        for name, acceleration in ALGORITHMS.items():
-            backends = [("opencl", opencl)]
-            if math.prod(shape) <= args.numpy_max_voxels:
-                backends.append(("numpy", "numpy"))
-            for label, backend in backends:
-                if time.perf_counter() - begin > args.deadline:
-                    skipped.append(f"{size} {name} {label}")
-                    continue
-                row = {"size": size, "algorithm": name, "backend": label, "method": method}
-                row.update(case(image, psf, args.iterations, backend, acceleration))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for method, (name, acceleration) in itertools.product(
+            args.methods.split(","), ALGORITHMS.items()
+        ):
+            if time.perf_counter() - begin > args.deadline:
+                skipped.append(f"{size} {method} {name} {label}")
+                continue
+            chosen = gd.choose_method(shape, psf, backend=backend) if method == "auto" else method
+            row = {"size": size, "algorithm": name, "backend": label, "method": chosen}
+            options = dict(backend=backend, method=method, acceleration=acceleration)
+            row.update(case(image, psf, args.iterations, **options))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     report = {
         "device": opencl.device_name,
         "driver": opencl.device.driver_version,
