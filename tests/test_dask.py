@@ -106,7 +106,7 @@ def test_distributed_opencl_workers_lazy_tiff_and_cli(volume, tmp_path, monkeypa
     whole = gd.richardson_lucy(image, PSF_3D, 10, backend="opencl", method="fft")
     with (
         distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
