@@ -11,8 +11,9 @@ Any dask scheduler runs it: the synchronous and threaded ones, or ``dask.distrib
 workstation or a cluster. On a cluster, zarr inputs and outputs must sit on a filesystem
 every worker sees under the same path (a worker without it reads or writes nothing there).
 With OpenCL, give each worker process its own device: start one single-threaded worker per
-GPU and call :func:`assign_devices` (or set ``GPU_DECONV_DEVICE`` in each worker's
-environment, e.g. ``"#0"``, ``"#1"``: the first, second device).
+GPU and call :func:`assign_devices` (a worker plugin: a worker its nanny restarts keeps its
+device), or set ``GPU_DECONV_DEVICE`` in each worker's environment (``"#0"``, ``"#1"``: the
+first, second device).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import numbers
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +32,6 @@ from ._regularization import check_regularization, check_spacing
 from ._rl import richardson_lucy as _richardson_lucy
 from ._stopping import check_stop
 from .backends import available_backends, backend_dtypes
-from .backends._opencl_devices import DEVICE_ENV
 from .tiling import resolve_overlap, window_boundary
 
 logger = logging.getLogger("gpu_deconv")
@@ -547,11 +546,13 @@ def _zero_outside(shape, value: float, depth, block_info) -> np.ndarray:
 def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[str, str]:
     """Give each worker of a ``dask.distributed`` client its own OpenCL device.
 
-    Workers on the same host get devices in turn through ``GPU_DECONV_DEVICE``: by default
-    ``"#0"``, ``"#1"``, ... over the host's devices of the default kind (its GPUs if it has
-    any), in :func:`gpu_deconv.list_devices` order. Each worker checks its selector against
-    its own devices. Worker processes only: threads of one process share one environment.
-    A worker restarted by its nanny starts without the setting; call this again.
+    Workers on the same host get devices in turn: by default ``"#0"``, ``"#1"``, ... over the
+    host's devices of the default kind (its GPUs if it has any), in
+    :func:`gpu_deconv.list_devices` order. Each worker checks its selector against its own
+    devices first; then a worker plugin records the choice by worker name, so that a worker
+    restarted by its nanny selects the same device again. Worker processes only: threads of
+    one process share one device. Workers that join later keep their default device (call
+    this again to include them).
 
     Parameters
     ----------
@@ -571,20 +572,24 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
     BackendUnavailableError
         If a worker has no device matching its selector.
     """
+    from ._worker_devices import DevicePlugin
+
     workers = client.scheduler_info()["workers"]
     by_host: dict[str, list[str]] = {}
     for address, info in sorted(workers.items()):
         by_host.setdefault(info["host"], []).append(address)
-    assigned = {}
+    assigned, selectors = {}, {}
     for addresses in by_host.values():
         if devices:
-            selectors = list(devices)
+            choices = list(devices)
         else:
             count = next(iter(client.run(_device_count, workers=addresses[:1]).values()))
-            selectors = [f"#{k}" for k in range(max(count, 1))]
+            choices = [f"#{k}" for k in range(max(count, 1))]
         for i, address in enumerate(addresses):
-            selector = selectors[i % len(selectors)]
-            assigned.update(client.run(_set_device, selector, workers=[address]))
+            selector = choices[i % len(choices)]
+            assigned.update(client.run(_device_name, selector, workers=[address]))
+            selectors[workers[address]["name"]] = selector
+    client.register_plugin(DevicePlugin(selectors))
     return assigned
 
 
@@ -596,10 +601,8 @@ def _device_count() -> int:
     return sum(d.type == devices[0].type for d in devices) if devices else 0
 
 
-def _set_device(selector: str) -> str:
-    """Select a device for this worker process; return its name (raises if none matches)."""
+def _device_name(selector: str) -> str:
+    """Name of the device ``selector`` picks on this worker (raises if none matches)."""
     from .backends._opencl_devices import pick_device
 
-    name = pick_device(selector).name.strip()
-    os.environ[DEVICE_ENV] = selector
-    return name
+    return pick_device(selector).name.strip()

@@ -74,11 +74,31 @@ def test_dask_on_opencl_threads(volume):
     assert_seamless(result, whole)
 
 
+def _worker_devices() -> dict:
+    """On a worker: the device its default OpenCL backend runs on, and every backend it built."""
+    from gpu_deconv.backends import _OPENCL_INSTANCES
+    from gpu_deconv.backends._opencl_devices import device_index
+
+    backend = gd.get_backend("opencl")
+    image = np.ones((6, 8), np.float32)
+    ran = float(gd.richardson_lucy(image, np.ones((3, 3)), 2, backend=backend).sum())
+    used = sorted({device_index(b.device) for b in _OPENCL_INSTANCES.values()})
+    return {"device": device_index(backend.device), "used": used, "sum": ran}
+
+
 @pytest.mark.opencl
-def test_distributed_opencl_workers_lazy_tiff_and_cli(volume, tmp_path):
-    """Two worker processes, each with its OpenCL device, reading a TIFF chunk by chunk."""
+def test_distributed_opencl_workers_lazy_tiff_and_cli(volume, tmp_path, monkeypatch):
+    """Two worker processes, each on its own OpenCL device, reading a TIFF chunk by chunk.
+
+    The workers see two PoCL devices of the same name (as a host with two identical GPUs);
+    each reports the device it computed on, also after its nanny restarted it.
+    """
     distributed = pytest.importorskip("distributed")
     require_backend("opencl")
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    monkeypatch.setenv("POCL_DEVICES", "pthread pthread")  # read by the worker processes only
     image = volume.astype(np.float32)
     tiff = tmp_path / "volume.tif"
     write_tiff(tiff, image, voxel_size=(0.5, 0.1, 0.1))
@@ -86,20 +106,36 @@ def test_distributed_opencl_workers_lazy_tiff_and_cli(volume, tmp_path):
     whole = gd.richardson_lucy(image, PSF_3D, 10, backend="opencl", method="fft")
     with (
         distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        with pytest.raises(gd.BackendUnavailableError, match="no OpenCL device matches"):
+            gdd.assign_devices(client, devices=["no-such-device"])
         assigned = gdd.assign_devices(client)
         assert len(assigned) == 2
         assert set(assigned.values()) <= {d.name for d in gd.list_devices()}
-        with pytest.raises(gd.BackendUnavailableError, match="no OpenCL device matches"):
-            gdd.assign_devices(client, devices=["no-such-device"])
-        gdd.assign_devices(client)
+        count = next(iter(client.run(gdd._device_count).values()))
+        expected = [0, 1] if count >= 2 else [0, 0]  # a one-GPU host: both share it
+        first, second = sorted(client.scheduler_info()["workers"])
+        reports = [client.submit(_worker_devices, workers=[w], pure=False) for w in (first, second)]
+        assert [r.result()["device"] for r in reports] == expected
         lazy = gdd.richardson_lucy(
             open_lazy(tiff, chunks=(12, 50, 45)), PSF_3D, 10, backend="opencl", method="fft"
         )
         assert_seamless(client.compute(lazy).result(), whole)
+        # Every backend a worker built, the chunks' included, is on that worker's device.
+        used = client.run(lambda: _worker_devices()["used"])
+        assert [used[first], used[second]] == [[k] for k in expected]
+        # The nanny restarts the second worker: a new process, same name, same device.
+        name = client.scheduler_info()["workers"][second]["name"]
+        client.restart_workers([second])
+        restarted = next(
+            a for a, w in client.scheduler_info()["workers"].items() if w["name"] == name
+        )
+        assert restarted != second
+        again = client.submit(_worker_devices, workers=[restarted], pure=False).result()
+        assert again["device"] == expected[1] and again["used"] == [expected[1]]
         # The CLI on the same cluster: TIFF in, TIFF out, voxel size kept.
         out = tmp_path / "out.tif"
         done = subprocess.run(

@@ -381,3 +381,27 @@ def test_without_pyvkfft_auto_warns_once_and_fft_modes_say_how_to_get_it(cl_back
     for kwargs in (dict(method="fft"), dict(boundary="estimate")):
         with pytest.raises(gd.BackendUnavailableError, match="VKFFT_BACKEND=opencl"):
             gd.richardson_lucy(image, psf, 5, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "shape, psf_shape",
+    [((1, 1), (3, 3)), ((1, 64), (3, 1)), ((4, 1), (1, 3)), ((1, 1, 1), (3, 3, 3)), ((1,), (5,))],
+)
+@pytest.mark.parametrize("boundary", ["reflect", "mirror", "nearest"])
+def test_axes_of_length_one_are_blurred_as_numpy_does(
+    cl_backend, dct_preferring_backend, shape, psf_shape, boundary
+):
+    """Every blurred axis of length 1: the DCT has nothing to transform, the PSF only scales."""
+    import scipy.ndimage as ndi
+
+    image = blob_image(shape, seed=7)
+    psf = make_psf(psf_shape, "gaussian")
+    expected = oracle_rl(image, psf, 5, boundary)
+    for backend in (cl_backend, dct_preferring_backend):
+        blurred = gd.convolve(image, psf, backend=backend, method="fft", boundary=boundary)
+        assert rel_rms(blurred, ndi.convolve(image, psf, mode=boundary)) <= 1e-6
+        for method in ("auto", "fft"):
+            result = gd.richardson_lucy(
+                image, psf, 5, backend=backend, method=method, boundary=boundary
+            )
+            assert rel_rms(result, expected) <= 1e-5

@@ -6,6 +6,7 @@ OpenCL never imports pyopencl unless asked to.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -61,17 +62,31 @@ _OPENCL_INSTANCES: dict[str | None, Backend] = {}
 
 
 def _opencl_factory(device: str | None = None) -> Backend:
-    """One OpenCLBackend per device request, so kernels compile once per device."""
-    import os
+    """One OpenCLBackend per device selector, so kernels compile once per device."""
+    from ._opencl_devices import check_not_forked, default_selector
 
-    from ._opencl_devices import DEVICE_ENV
-
-    key = device if device is not None else os.environ.get(DEVICE_ENV)
+    check_not_forked()  # an inherited backend would hang in a forked child
+    key = device if device is not None else default_selector()
     if key not in _OPENCL_INSTANCES:
         from .opencl_backend import OpenCLBackend
 
         _OPENCL_INSTANCES[key] = OpenCLBackend(device)
     return _OPENCL_INSTANCES[key]
+
+
+@functools.cache
+def _probe_opencl(selector: str | None) -> bool | BackendUnavailableError:
+    """Whether the device ``selector`` picks beats NumPy (a GPU), or why OpenCL cannot run.
+
+    Lists devices only: no context, no kernel compilation. Cached, so that a machine without
+    OpenCL finds out once per process (not once per dask chunk or tile).
+    """
+    from ._opencl_devices import is_fast_device, pick_device
+
+    try:
+        return is_fast_device(pick_device(selector))
+    except BackendUnavailableError as exc:
+        return exc
 
 
 def _numpy_class() -> Any:
@@ -124,6 +139,10 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
     device = check_device(device)
     if not isinstance(backend, str):
         if isinstance(backend, Backend):
+            if backend.name == "opencl":
+                from ._opencl_devices import check_not_forked
+
+                check_not_forked()  # its context belongs to the parent process
             return backend
         raise TypeError(f"backend must be a name or a Backend, got {type(backend).__name__}")
     if backend == "auto":
@@ -138,21 +157,31 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
 def _auto_backend(device: str | None) -> Backend:
     """Return OpenCL where it beats NumPy (a GPU, or a device asked for), else NumPy.
 
-    On a machine with no usable OpenCL at all, warn once per process and use NumPy.
+    A CPU-only machine gets NumPy without an OpenCL backend being built. On a machine with no
+    usable OpenCL at all, warn once per process and use NumPy.
     """
-    global _warned_fallback
+    from ._opencl_devices import default_selector
+
+    if device is None:
+        probe = _probe_opencl(default_selector())
+        if probe is False:
+            return _FACTORIES["numpy"](device=None)
+        if isinstance(probe, BackendUnavailableError):
+            return _fall_back(probe, named=False)
     try:
-        candidate = _FACTORIES["opencl"](device=device)
+        return _FACTORIES["opencl"](device=device)
     except BackendUnavailableError as exc:
-        if device is not None or not _warned_fallback:
-            _warned_fallback = True
-            warnings.warn(
-                f"backend='auto': OpenCL unavailable ({exc}); using the NumPy backend",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-        return _FACTORIES["numpy"](device=None)
-    fallback = _FACTORIES["numpy"](device=None)
-    if device is not None or candidate.auto_priority > fallback.auto_priority:
-        return candidate
-    return fallback
+        return _fall_back(exc, named=device is not None)
+
+
+def _fall_back(reason: BackendUnavailableError, named: bool) -> Backend:
+    """NumPy instead of an unavailable OpenCL: warn once per process (every time if named)."""
+    global _warned_fallback
+    if named or not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            f"backend='auto': OpenCL unavailable ({reason}); using the NumPy backend",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+    return _FACTORIES["numpy"](device=None)

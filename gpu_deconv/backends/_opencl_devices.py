@@ -1,4 +1,10 @@
-"""OpenCL device discovery and choice: ``device=`` substring, ``GPU_DECONV_DEVICE``, GPU first."""
+"""OpenCL device discovery and choice: ``device=`` substring, this process' device, GPU first.
+
+A device selector comes from ``device=``, else the one set for this process
+(:func:`set_process_device`, which :func:`gpu_deconv.dask.assign_devices` calls on each worker),
+else ``$GPU_DECONV_DEVICE``. OpenCL drivers do not survive ``fork``: a child forked after this
+process touched OpenCL gets a clear :class:`BackendUnavailableError` instead of a hang.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,15 @@ INSTALL_HINT = (
     "or install your GPU vendor's OpenCL driver"
 )
 PACKAGE_HINT = 'install the OpenCL extra: `pip install "gpu_deconv[opencl,pocl]"`'
+FORK_HINT = (
+    "OpenCL was initialised in process {parent} before this process ({child}) was forked "
+    "from it, and OpenCL drivers do not work in a forked child; start worker processes with "
+    "the 'spawn' or 'forkserver' method (multiprocessing.get_context('spawn')), or use "
+    "backend='numpy' there"
+)
+# The process that first called into the OpenCL driver, and this process' own selector.
+_opencl_pid: int | None = None
+_process_device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,30 @@ class DeviceInfo:
     is_default: bool
 
 
+def check_not_forked() -> None:
+    """Raise :class:`BackendUnavailableError` in a child forked after OpenCL was used."""
+    if _opencl_pid is not None and _opencl_pid != os.getpid():
+        raise BackendUnavailableError(FORK_HINT.format(parent=_opencl_pid, child=os.getpid()))
+
+
+def set_process_device(selector: str | None) -> None:
+    """Make ``selector`` the device of this process when no ``device=`` is given.
+
+    Parameters
+    ----------
+    selector : str or None
+        A selector as :func:`pick_device` takes it; ``None`` goes back to
+        ``$GPU_DECONV_DEVICE`` or the default device.
+    """
+    global _process_device
+    _process_device = selector
+
+
+def default_selector() -> str | None:
+    """Return the selector ``device=None`` stands for: this process' device, else the env."""
+    return _process_device or os.environ.get(DEVICE_ENV) or None
+
+
 def import_pyopencl() -> Any:
     """Import pyopencl or raise :class:`BackendUnavailableError` with an install hint."""
     try:
@@ -64,7 +103,10 @@ def _device_type(cl: Any, device: Any) -> str:
 
 
 def _all_devices() -> list[tuple[Any, Any]]:
+    global _opencl_pid
+    check_not_forked()
     cl = import_pyopencl()
+    _opencl_pid = os.getpid()  # from here on the driver may hold threads a fork does not copy
     found: list[tuple[Any, Any]] = []
     try:
         platforms = cl.get_platforms()
@@ -81,6 +123,13 @@ def _all_devices() -> list[tuple[Any, Any]]:
 def is_simulator(device: Any) -> bool:
     """Whether ``device`` is a checking simulator (Oclgrind), usable only when named."""
     return "oclgrind" in device.platform.name.lower()
+
+
+def is_fast_device(device: Any) -> bool:
+    """Whether ``device`` is a GPU or accelerator (not a simulator): where OpenCL beats NumPy."""
+    cl = import_pyopencl()
+    fast = bool(device.type & (cl.device_type.GPU | cl.device_type.ACCELERATOR))
+    return fast and not is_simulator(device)
 
 
 def _rank(cl: Any, device: Any) -> tuple[int, int]:
@@ -100,7 +149,8 @@ def pick_device(device: str | None = None) -> Any:
         k-th match (``"H100#1"``: the second H100; ``"#1"``: the second device in
         :func:`list_devices` order); by default ``$GPU_DECONV_DEVICE``, and without it the
         first GPU (then accelerator, then CPU), larger memory first; the Oclgrind simulator
-        only when named.
+        only when named. ``None`` means this process' device (:func:`set_process_device`),
+        else ``$GPU_DECONV_DEVICE``, else the default.
 
     Returns
     -------
@@ -110,13 +160,14 @@ def pick_device(device: str | None = None) -> Any:
     Raises
     ------
     BackendUnavailableError
-        If no OpenCL device exists, or none matches ``device``.
+        If no OpenCL device exists, none matches ``device``, or this process was forked after
+        its parent used OpenCL.
     """
     cl = import_pyopencl()
     devices = _ranked_devices(cl)
     if not devices:
         raise BackendUnavailableError(f"no OpenCL device found; {INSTALL_HINT}")
-    wanted = device if device is not None else os.environ.get(DEVICE_ENV) or None
+    wanted = device if device is not None else default_selector()
     if wanted is None:
         return devices[0][1]
     name, _, index = wanted.rpartition("#") if "#" in wanted else (wanted, "", "0")
@@ -137,6 +188,11 @@ def _ranked_devices(cl: Any) -> list[tuple[Any, Any]]:
     return sorted(_all_devices(), key=lambda pd: _rank(cl, pd[1]))
 
 
+def device_index(device: Any) -> int:
+    """Position of ``device`` in :func:`list_devices` order: ``"#k"`` selects it."""
+    return [d for _, d in _ranked_devices(import_pyopencl())].index(device)
+
+
 def list_devices() -> list[DeviceInfo]:
     """List the OpenCL devices this machine offers.
 
@@ -146,12 +202,18 @@ def list_devices() -> list[DeviceInfo]:
         Every device of every platform, in the order ``device="#k"`` counts them (the default
         first); empty when there is none (or pyopencl is missing).
 
+    Raises
+    ------
+    BackendUnavailableError
+        In a child forked after its parent used OpenCL (its devices cannot be used there).
+
     Examples
     --------
     >>> from gpu_deconv import list_devices
     >>> all(d.type in {"GPU", "CPU", "ACCELERATOR", "OTHER"} for d in list_devices())
     True
     """
+    check_not_forked()
     try:
         cl = import_pyopencl()
         devices = _ranked_devices(cl)

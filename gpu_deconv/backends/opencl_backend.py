@@ -1,10 +1,11 @@
-"""OpenCL backend: every iteration on device buffers, through clesperanto and pyopencl.
+"""OpenCL backend: every iteration on device buffers, through pyopencl.
 
-Arrays are clesperanto ``OCLArray`` buffers (pyopencl arrays) on clesperanto's context and
-queue. ``cle.push`` / ``cle.pull`` are the only host-device transfers of image data; the PSF (or
-its OTF / DCT gain) is uploaded once when an operator is prepared. Our kernels live in
-``kernels/*.cl`` and are compiled once per context; FFTs and DCTs come from VkFFT (pyvkfft).
-Computation is float32.
+Each backend owns a context and a queue on its device; arrays are pyopencl arrays on that
+queue, so backends on different devices (or threads of dask workers) never share state.
+``to_backend`` / ``to_numpy`` are the only host-device transfers of image data; the PSF (or its
+OTF / DCT gain) is uploaded once when an operator is prepared. Our kernels live in
+``kernels/*.cl`` and are compiled once per backend (``get_backend`` keeps one per device);
+FFTs and DCTs come from VkFFT (pyvkfft). Computation is float32.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from ._base import (
     MemoryNeed,
 )
 from ._opencl_devices import (
-    PACKAGE_HINT,
     import_pyopencl,
-    is_simulator,
+    is_fast_device,
     list_devices,
     pick_device,
 )
@@ -90,7 +90,6 @@ OPENCL_GPU_COSTS = CostModel(
 )
 
 FLOAT32 = np.dtype(np.float32)
-_PROGRAMS: dict[int, Any] = {}
 FFT_PLAN_CACHE_SIZE = 8  # VkFFT plans compile kernels per shape: keep the recent ones
 # Work items of a float64 reduction: enough to fill a GPU, few partial sums to bring back.
 REDUCTION_ITEMS = 4096
@@ -124,15 +123,21 @@ def _optional(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
 class OpenCLBackend:
     """Backend on one OpenCL device, chosen as in :func:`pick_device`.
 
+    The backend owns its context and queue (no process-wide current device): several
+    backends on several devices can be used in turn or from different threads.
+
     Parameters
     ----------
     device : str, optional
-        Device name substring; by default ``$GPU_DECONV_DEVICE`` or the first GPU.
+        Device name substring, ``"name#k"`` for the k-th match; by default the device set for
+        this process (:func:`~gpu_deconv.dask.assign_devices`), ``$GPU_DECONV_DEVICE`` or the
+        first GPU.
 
     Raises
     ------
     BackendUnavailableError
-        If pyopencl / pyclesperanto-prototype are missing or no device matches.
+        If pyopencl is missing, no device matches, or OpenCL was initialised in the parent of
+        this (forked) process.
     """
 
     name = "opencl"
@@ -143,36 +148,24 @@ class OpenCLBackend:
 
     def __init__(self, device: str | None = None):
         cl = import_pyopencl()
-        try:
-            import pyclesperanto_prototype as cle
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                f"pyclesperanto-prototype is not installed; {PACKAGE_HINT}"
-            ) from exc
+        import pyopencl.array
+
         chosen = pick_device(device)
-        # clesperanto matches device names by substring: pass the exact name.
-        cle_device = cle.select_device(chosen.name)
-        if cle_device.device != chosen:
-            raise BackendUnavailableError(
-                f"clesperanto selected {cle_device.device.name!r} instead of {chosen.name!r}"
-            )
         self._cl = cl
-        self._cle = cle
+        self._array = pyopencl.array
         self.device = chosen
         self.device_name = chosen.name.strip()
-        self.context = cle_device.context
-        self.queue = cle_device.queue
-        is_gpu = bool(chosen.type & (cl.device_type.GPU | cl.device_type.ACCELERATOR))
-        is_gpu = is_gpu and not is_simulator(chosen)
+        # Our own context and queue: every buffer, kernel and FFT plan of this backend lives
+        # there, whatever other backends (or clesperanto's current device) use.
+        self.context = cl.Context([chosen])
+        self.queue = cl.CommandQueue(self.context)
+        is_gpu = is_fast_device(chosen)
         self.cost_model = OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS
         # On a CPU device the NumPy backend (priority 1) is faster: backend="auto" keeps it.
         self.auto_priority = 2 if is_gpu else 0
         self.transforms: tuple[str, ...] = ("rfft", "dct1", "dct2") if _pyvkfft() else ()
         self._warned_no_fft = False
-        key = self.context.int_ptr
-        if key not in _PROGRAMS:
-            _PROGRAMS[key] = cl.Program(self.context, _kernel_source()).build()
-        program = _PROGRAMS[key]
+        program = cl.Program(self.context, _kernel_source()).build()
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_FILES}
         self._fft_plans: dict[tuple, Any] = {}
         self._reductions: dict[str, Any] | None = None  # built on first use
@@ -187,21 +180,21 @@ class OpenCLBackend:
     def to_backend(self, array: np.ndarray) -> Any:
         if array.dtype != np.float32:
             raise TypeError(f"the opencl backend computes in float32, got {array.dtype}")
-        return self._cle.push(array)
+        return self._array.to_device(self.queue, np.ascontiguousarray(array))
 
     def to_numpy(self, array: Any, region: tuple[slice, ...] | None = None) -> np.ndarray:
-        host = np.asarray(self._cle.pull(array))
+        host = array.get(queue=self.queue)
         # The whole buffer comes over, then the region is cut out on the host.
         return host if region is None else np.ascontiguousarray(host[region])
 
     # -- device-side allocation ------------------------------------------------------------------
     def full(self, shape, value: float, dtype) -> Any:
         out = self.empty(shape, dtype)
-        out.fill(np.float32(value))
+        out.fill(np.float32(value), queue=self.queue)
         return out
 
     def empty(self, shape, dtype) -> Any:
-        return self._cle.create(tuple(shape), np.float32)
+        return self._array.empty(self.queue, tuple(shape), np.float32)
 
     def copy(self, array: Any) -> Any:
         out = self.empty(array.shape, np.float32)
@@ -612,7 +605,9 @@ class _DCTOperator:
             mode = BOUNDARY_CODES[boundary]
             self._pad = (_i32(n0, n1, n2, m1, m2, b0, b1, b2, mode), (m2, m1, m0))
             self._crop = (_i32(n1, n2, m1, m2, b0, b1, b2), (n2, n1, n0))
-        axes = tuple(a - len(shape) for a, n in enumerate(psf.shape) if n > 1)
+        # Only axes the PSF blurs and the grid extends: VkFFT refuses length-1 axes, and there
+        # a symmetric PSF only scales (the gain has that axis' sum).
+        axes = tuple(a - len(grid) for a, n in enumerate(psf.shape) if n > 1 and grid[a] > 1)
         gain = np.broadcast_to(dct_gain(psf, grid, dct_type, np.float32), grid)
         self._gain = backend.upload(gain)
         self._app = backend.fft_plan(grid, dct=dct_type, axes=axes) if axes else None

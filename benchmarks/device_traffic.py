@@ -1,0 +1,185 @@
+"""Device traffic per iteration: kernel launches and bytes each reads and writes, vs the FFT floor.
+
+What decides GPU speed is how many times an iteration streams its volumes through device
+memory. This counts, on the OpenCL backend, every launch of our kernels and every VkFFT
+transform of one iteration (the difference between runs of 3 and 2 iterations, so the set-up
+and the accelerations' first step are left out), per method and algorithm, and the bytes each moves:
+
+- our kernels: work items times the bytes each item reads and writes in device memory (table
+  ``PER_ITEM``; PSF taps and profiles are cached and not counted);
+- a VkFFT transform: one pass per transformed axis, each reading and writing the whole buffer
+  (the library's own floor: it cannot move fewer bytes without fusing with our kernels).
+
+The floor of an iteration is its transforms' bytes alone; the ratio says how many bytes our
+element-wise passes add. ``method="spatial"``/``"separable"`` have no transforms: their floor
+is one read and one write of the volume per blur.
+
+    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+import gpu_deconv as gd
+from gpu_deconv.psf import gaussian_psf
+
+# Kernel name: (bytes read, bytes written) per work item in device memory.
+PER_ITEM = {
+    "rl_ratio": (8, 4),
+    "multiply": (8, 4),
+    "subtract": (8, 4),
+    "weighted_update": (12, 4),
+    "inverse_weights": (4, 4),
+    "keep_where": (8, 4),
+    "extrapolate": (8, 8),  # point written; previous read and written; estimate read
+    "complex_multiply": (16, 8),  # spectrum and OTF in, spectrum out (float2)
+    "clamped_update": (12, 4),  # 8 without weights
+    "pad_boundary": (4, 4),
+    "crop": (4, 4),
+    "convolve_spatial": (4, 4),
+    "convolve_separable": (4, 4),
+}
+RESULTS = Path(__file__).parent / "results"
+
+
+class Counter:
+    """Launches and bytes by kernel, counted on one backend instance."""
+
+    def __init__(self, backend):
+        self.launches: collections.Counter = collections.Counter()
+        self.bytes: collections.Counter = collections.Counter()
+        self.fft_bytes = 0
+        launch, fft_plan, reduce = backend.launch, backend.fft_plan, backend._reduce
+
+        def counting_launch(name, global_size, *args):
+            items = math.prod(global_size)
+            read, written = PER_ITEM[name]
+            if name == "clamped_update" and not int(args[4]):
+                read = 8  # no weights: the correction is passed twice, read once
+            self.launches[name] += 1
+            self.bytes[name] += items * (read + written)
+            return launch(name, global_size, *args)
+
+        def counting_plan(shape, **options):
+            return _CountingPlan(fft_plan(shape, **options), shape, options, self)
+
+        def counting_reduce(name, *arrays):
+            self.launches[name] += 1
+            self.bytes[name] += sum(a.nbytes for a in arrays)
+            return reduce(name, *arrays)
+
+        backend.launch, backend.fft_plan, backend._reduce = (
+            counting_launch,
+            counting_plan,
+            counting_reduce,
+        )
+
+
+class _CountingPlan:
+    def __init__(self, plan, shape, options, counter):
+        self._plan, self._counter = plan, counter
+        axes = options.get("axes") or range(options.get("ndim") or len(shape))
+        self._passes = len(tuple(axes))
+        self._bytes = math.prod(shape) * 4  # the in-place float32 buffer
+
+    def _count(self):
+        self._counter.launches["vkfft pass"] += self._passes
+        self._counter.bytes["vkfft pass"] += 2 * self._passes * self._bytes
+        self._counter.fft_bytes += 2 * self._passes * self._bytes
+
+    def fft(self, buffer):
+        self._count()
+        return self._plan.fft(buffer)
+
+    def ifft(self, buffer):
+        self._count()
+        return self._plan.ifft(buffer)
+
+
+def per_iteration(shape, psf, method, boundary, acceleration, dct) -> dict:
+    from dataclasses import replace
+
+    from gpu_deconv.backends.opencl_backend import OpenCLBackend
+
+    image = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
+    counts = []
+    for iterations in (2, 3):
+        backend = OpenCLBackend()
+        if dct:  # the unpadded DCT a GPU's cost model may choose (PoCL's prefers the rfft)
+            backend.cost_model = replace(backend.cost_model, dct_factor=0.1)
+        counter = Counter(backend)
+        gd.richardson_lucy(
+            image, psf, iterations, backend=backend, method=method, boundary=boundary,
+            acceleration=acceleration,
+        )  # fmt: skip
+        counts.append(counter)
+    one, two = counts
+    launches = {k: two.launches[k] - one.launches[k] for k in two.launches}
+    moved = {k: two.bytes[k] - one.bytes[k] for k in two.bytes}
+    volume = math.prod(shape) * 4
+    floor = two.fft_bytes - one.fft_bytes or 2 * 2 * volume  # no transforms: 2 blurs, r+w
+    total = sum(moved.values())
+    return {
+        "launches": {k: v for k, v in launches.items() if v},
+        "bytes_per_iteration": total,
+        "floor_bytes": floor,
+        "ratio_to_floor": total / floor,
+        "volumes_per_iteration": total / volume,
+        "bytes_by_kernel": {k: v for k, v in moved.items() if v},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="48x96x96")
+    parser.add_argument("--psf", type=int, default=11)
+    parser.add_argument("--out", default=str(RESULTS / "device_traffic"))
+    args = parser.parse_args()
+    shape = tuple(int(n) for n in args.shape.split("x"))
+    psf = gaussian_psf((args.psf,) * len(shape), sigma=[2.0] * len(shape))
+    cases = [
+        ("fft", "reflect", None, False),
+        ("fft", "reflect", None, True),
+        ("fft", "nearest", None, False),
+        ("fft", "estimate", None, False),
+        ("separable", "reflect", None, False),
+        ("fft", "reflect", "shb", False),
+        ("fft", "reflect", "biggs", False),
+    ]
+    rows = []
+    for method, boundary, acceleration, dct in cases:
+        transform = "dct" if dct else ("rfft" if method == "fft" else "-")
+        row = {"method": method, "transform": transform, "boundary": boundary}
+        row["acceleration"] = acceleration
+        row.update(per_iteration(shape, psf, method, boundary, acceleration, dct))
+        rows.append(row)
+        print(json.dumps(row))
+    report = {"shape": args.shape, "psf": args.psf, "device": gd.get_backend("opencl").device_name}
+    report["rows"] = rows
+    Path(args.out + ".json").write_text(json.dumps(report, indent=1))
+    lines = [
+        f"# Device traffic per iteration, {args.shape} float32, {args.psf}^3 PSF",
+        "",
+        "| method | transform | boundary | acceleration | launches | MiB | floor MiB | ratio |"
+        " volumes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['transform']} | {r['boundary']} | {r['acceleration'] or '-'} | "
+            f"{sum(r['launches'].values())} | {r['bytes_per_iteration'] / 2**20:.0f} | "
+            f"{r['floor_bytes'] / 2**20:.0f} | {r['ratio_to_floor']:.2f} | "
+            f"{r['volumes_per_iteration']:.1f} |"
+        )
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
