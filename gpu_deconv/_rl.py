@@ -703,7 +703,8 @@ def _solve(
         pieces = 1 if plan is None else len(plan.tiles)
         total = (limit if count is None else count) * pieces
         bar = _progress_bar(total, be.name, operator.method, pieces) if progress else None
-        be.tv_guarded()  # reset the guard's count
+        if tv is not None:
+            be.tv_guarded()  # reset the guard's count (a read: only where TV runs)
 
         def run(region, region_start, fields) -> dict[int, np.ndarray]:
             model = build_model(
@@ -741,7 +742,8 @@ def _solve(
         finally:
             if bar is not None:
                 bar.close()
-        info.tv_guarded += be.tv_guarded()
+        if tv is not None:
+            info.tv_guarded += be.tv_guarded()
     if monitored:
         central = 0 if plan is None else plan.tiles.index(tiling.central_tile(plan, image.shape))
         info.history = histories[central]
