@@ -621,7 +621,8 @@ def _choose_count(algorithm, problem, schedule, info, progress, stacklevel) -> i
     half = half * 0.5 if isinstance(half, np.ndarray) else 0.5 * half
     for train, held_out in ((first, second), (second, first)):
         trial = _stopping.Info(0, schedule.rule)
-        part = problem._replace(image=train, background=half)
+        # A copy: the run scales its image in place, and this half validates the next run.
+        part = problem._replace(image=train.copy(), background=half)
         _solve(
             algorithm,
             part,

@@ -181,3 +181,29 @@ def test_discrepancy_target_is_in_photons_whatever_the_scale():
         8 * info.history[3]["discrepancy"], rel=1e-9
     )
     assert math.isfinite(scaled.history[3]["target"])
+
+
+def test_holdout_halves_are_symmetric():
+    # Each half trains once and validates the other, and each count is the argmax of the
+    # held-out log-likelihood computed here on the host (a run must not alter the other half).
+    image, psf = _photons((40, 44), photons=80.0, seed=9)
+    first, second = _stopping.split_counts(image)
+    _, info = gd.richardson_lucy(
+        image, psf, "auto", stop="holdout", backend="numpy", background=4.0, return_info=True
+    )
+    counts = []
+    for train, held_out in ((first, second), (second, first)):
+        steps = gd.richardson_lucy(
+            train, psf, 60, backend="numpy", background=2.0, snapshots=range(61)
+        )
+        likelihood = [
+            float(
+                np.sum(
+                    held_out * np.log(gd.convolve(f, psf, backend="numpy") + 2.0)
+                    - (gd.convolve(f, psf, backend="numpy") + 2.0)
+                )
+            )
+            for f in steps.values()
+        ]
+        counts.append(int(np.argmax(likelihood)))
+    assert list(info.holdout_iterations) == counts
