@@ -10,7 +10,7 @@ from . import metrics, psf
 from ._filters import tikhonov, wiener
 from ._precision import PrecisionWarning
 from ._rl import choose_method, convolve, correlate, richardson_lucy
-from ._stopping import Info
+from ._stopping import Info, StoppingWarning
 from .backends import BackendUnavailableError, available_backends, get_backend
 from .backends._opencl_devices import DeviceInfo, list_devices
 
@@ -21,6 +21,7 @@ __all__ = [
     "DeviceInfo",
     "Info",
     "PrecisionWarning",
+    "StoppingWarning",
     "available_backends",
     "choose_method",
     "convolve",

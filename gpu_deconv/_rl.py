@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple, overload
 
@@ -16,7 +17,7 @@ import numpy as np
 from . import _noise, _precision, _regularization, _scaling, _stopping, tiling
 from . import _validation as v
 from ._model import build_model, is_weighted, memory_need
-from ._stopping import Info
+from ._stopping import Info, StoppingWarning
 from .algorithms import ALGORITHMS, OBSERVED, WORK, Algorithm, RichardsonLucy
 from .backends import Backend, get_backend
 from .backends._base import BlurSpec, MemoryNeed
@@ -750,6 +751,16 @@ def _solve(
         info.history = histories[central]
     if stopper is not None:
         info.iterations = stopper.best if rule == "holdout" else len(info.history) - 1
+        info.rule_met = rule == "holdout" or stopper.done(info.history)
+        if not info.rule_met:
+            warnings.warn(
+                f"stop={rule!r} was not met in max_iterations={limit}: the model does not fit "
+                "the data (a background left out, invented edges: try boundary='estimate', "
+                "background=; data not in photons for 'discrepancy'); the result is the last "
+                "iterate",
+                StoppingWarning,
+                stacklevel=stacklevel,
+            )
     if info.tv_guarded:
         logger.info(
             "total variation: the guard raised %d voxel updates' denominators "

@@ -39,6 +39,10 @@ HOLDOUT_TRANSFER = 1.0
 HOLDOUT_PATIENCE = (1.5, 10)  # stop at k >= 1.5 * best + 10
 
 
+class StoppingWarning(UserWarning):
+    """``iterations="auto"`` ran ``max_iterations`` without its rule being met."""
+
+
 @dataclass
 class Info:
     """What a run did, returned with ``return_info=True``.
@@ -58,6 +62,9 @@ class Info:
         Voxel updates whose total-variation denominator the guard raised (0 without TV).
     holdout_iterations : tuple of int
         ``stop="holdout"``: the best count of each half.
+    rule_met : bool
+        Whether the rule stopped the run (False: it ran ``max_iterations``, with a
+        :class:`StoppingWarning`); True for fixed counts.
     """
 
     iterations: int
@@ -65,6 +72,7 @@ class Info:
     history: list[dict[str, float]] = field(default_factory=list)
     tv_guarded: int = 0
     holdout_iterations: tuple[int, ...] = ()
+    rule_met: bool = True
 
 
 def check_stop(

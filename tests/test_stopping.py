@@ -94,10 +94,12 @@ def test_relative_rule_and_its_tolerance(backend):
 def test_max_iterations_bounds_a_rule_that_never_stops():
     image, psf = _photons((24, 24), seed=4)
     # Data far from Poisson (scaled by 1e3): the discrepancy cannot reach its target.
-    _, info = gd.richardson_lucy(
-        image * 1e3, psf, "auto", backend="numpy", max_iterations=7, return_info=True
-    )
-    assert info.iterations == 7 and len(info.history) == 8
+    with pytest.warns(gd.StoppingWarning, match="was not met in max_iterations=7") as caught:
+        _, info = gd.richardson_lucy(
+            image * 1e3, psf, "auto", backend="numpy", max_iterations=7, return_info=True
+        )
+    assert caught[0].filename == __file__
+    assert info.iterations == 7 and len(info.history) == 8 and not info.rule_met
 
 
 def test_holdout_splits_counts_and_transfers_the_count(backend):
