@@ -732,19 +732,29 @@ def init_markdown(report) -> list[str]:
         out.append(f"| {key} | " + " | ".join(cells) + " |")
     out += [
         "",
-        f"The flat start is better in {d['mean_better']} of {d['of']}; geometric mean ratio "
-        f"{d['geometric_mean_ratio']:.3f} (range {d['range'][0]:.3f}-{d['range'][1]:.3f}; per "
-        "case "
+        init_summary(d),
+        "",
+    ]
+    return out
+
+
+def init_summary(d: dict) -> str:
+    """The start decision in words, with its numbers."""
+    return (
+        f'The flat start (`init="mean"`) gave a lower best MSE than the observed image in '
+        f"{d['mean_better']} of {d['of']} case x edge combinations (geometric mean ratio "
+        f"{d['geometric_mean_ratio']:.3f}, range {d['range'][0]:.3f}-{d['range'][1]:.3f}; per "
+        "case over the six edge modes: "
         + ", ".join(f"{k} {v:.3f}" for k, v in d["per_case_geometric_mean"].items())
         + "). "
         + (
             f'By these numbers the default should be `init="{d["choice"]}"`.'
             if d["choice"]
-            else "Across these cases neither start is better by more than 2%."
-        ),
-        "",
-    ]
-    return out
+            else "Neither start is better by more than 2% across the cases, so the default "
+            "stays `init=\"observed\"` (the tutorial's and SimpleITK's); the flat start pays "
+            'where the per-case ratio is below 1 (pass `init="mean"` there).'
+        )
+    )
 
 
 def transfer_markdown(report) -> list[str]:
@@ -843,19 +853,7 @@ def readme_section(report) -> str:
             )
         out.append("")
     out += [
-        f'Start: the flat start (`init="mean"`) gave a lower best MSE than the observed '
-        f"image in {d['mean_better']} of {d['of']} case x edge combinations (geometric mean "
-        f"ratio {d['geometric_mean_ratio']:.3f}, range {d['range'][0]:.3f}-{d['range'][1]:.3f}; "
-        "per case over the six edge modes: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in d["per_case_geometric_mean"].items())
-        + "). "
-        + (
-            f'The default a user gets should be `init="{d["choice"]}"`.'
-            if d["choice"]
-            else "Neither start is better across the cases, so the default stays "
-            "`init=\"observed\"` (the tutorial's and SimpleITK's); the flat start pays where "
-            'the per-case ratio is below 1 (pass `init="mean"` there).'
-        ),
+        "**Start.** " + init_summary(d),
         "",
         "Re-run: `make venv && .venv/bin/pip install -e '.[bench]' && .venv/bin/python "
         "benchmarks/quality.py` (about 25 minutes on 2 cores; `--quick`: about 3).",
