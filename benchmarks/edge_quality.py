@@ -96,11 +96,12 @@ def nuclei() -> np.ndarray:
     return np.maximum(raw - np.percentile(raw, 5), 0.0)
 
 
-def blurred_crop(scene, psf, crop, seed):
-    """Blur the whole ``scene``, cut ``crop``, scale to PEAK, add noise.
+def blurred_crop(scene, psf, crop, seed, peak=PEAK, background=BACKGROUND):
+    """Blur the whole ``scene``, cut ``crop``, scale to ``peak``, add noise.
 
     Returns ``(truth, noisy, expected)``: the same crop of the scaled unblurred scene, the
-    Poisson-noisy blurred crop and its noiseless mean, all float64 photons (BACKGROUND added).
+    Poisson-noisy blurred crop and its noiseless mean, all float64 photons (``background``
+    added); the noiseless mean peaks at ``peak``.
     The crop must be at least one PSF radius away from the scene's border (checked), so that
     the zero padding of the whole-scene blur never reaches it.
     """
@@ -110,9 +111,9 @@ def blurred_crop(scene, psf, crop, seed):
         if s.start < k // 2 or n - s.stop < k // 2:
             raise ValueError(f"crop {crop} is within a PSF radius of the border of {scene.shape}")
     blurred = np.maximum(scipy.signal.fftconvolve(scene, psf, mode="same"), 0.0)
-    scale = (PEAK - BACKGROUND) / blurred[crop].max()
-    expected = blurred[crop] * scale + BACKGROUND
-    truth = scene[crop] * scale + BACKGROUND
+    scale = (peak - background) / blurred[crop].max()
+    expected = blurred[crop] * scale + background
+    truth = scene[crop] * scale + background
     noisy = np.random.default_rng(seed).poisson(expected).astype(np.float64)
     return truth, noisy, expected
 
@@ -268,13 +269,21 @@ def run_simpleitk(image, psf, grid):
     }
 
 
-def run_clij2fft(image, psf, grid, variant="nc", valid=None):
+def run_clij2fft(image, psf, grid, variant="nc", valid=None, regularization=0.0, timings=None):
     """clij2-fft's ``richardson_lucy_nc`` (or ``_interpolate`` with ``valid``) in a child
     process, one call per count. A 2D image goes in as two identical planes with a one-plane
-    PSF (clij2-fft is 3D only, and a one-plane volume fails: ``next_smooth(1)`` is -1)."""
+    PSF (clij2-fft is 3D only, and a one-plane volume fails: ``next_smooth(1)`` is -1).
+
+    ``regularization``: ``richardson_lucy_nc``'s total-variation factor (RL-TV). ``timings``:
+    a dict to fill with each count's seconds per call (the first call includes compilation)."""
     with tempfile.TemporaryDirectory(prefix="edge_quality-") as tmp:
         job = Path(tmp) / "job.npz"
-        arrays = {"image": image, "psf": psf, "grid": np.asarray(grid)}
+        arrays = {
+            "image": image,
+            "psf": psf,
+            "grid": np.asarray(grid),
+            "regularization": np.asarray(regularization),
+        }
         if valid is not None:
             arrays["valid"] = valid
         np.savez(job, **arrays)
@@ -290,6 +299,8 @@ def run_clij2fft(image, psf, grid, variant="nc", valid=None):
         report = json.loads(lines[-1])["clij2fft"]
         if "error" in report:
             raise RuntimeError(report["error"])
+        if timings is not None:
+            timings.update({int(k): t for k, t in report["seconds"].items()})
         with np.load(Path(tmp) / "out.npz") as out:
             return {int(k[1:]): out[k].astype(np.float64) for k in out.files}
 
@@ -302,20 +313,23 @@ def clij2fft_worker(job: str, variant: str) -> None:
         with np.load(job) as data:
             image, psf, grid = data["image"], data["psf"], [int(k) for k in data["grid"]]
             valid = data["valid"] if "valid" in data.files else None
+            regularization = float(data["regularization"])
         flat = image.ndim == 2
         if flat:
             image, psf = np.stack([image, image]), psf[None]
             valid = None if valid is None else np.stack([valid, valid])
-        results = {}
+        results, seconds = {}, {}
         for k in grid:
+            start = time.perf_counter()
             if variant == "interpolate":
                 v = None if valid is None else valid.astype(np.float32)
                 out = richardson_lucy_interpolate(image, psf, k, valid=v)
             else:
-                out = richardson_lucy_nc(image, psf, k)
+                out = richardson_lucy_nc(image, psf, k, regularizationfactor=regularization)
+            seconds[k] = time.perf_counter() - start
             results[f"k{k}"] = np.asarray(out)[0] if flat else np.asarray(out)
         np.savez(Path(job).with_name("out.npz"), **results)
-        print(json.dumps({"clij2fft": {"ok": True}}))
+        print(json.dumps({"clij2fft": {"ok": True, "seconds": seconds}}))
     except Exception as exc:  # reported by the parent as the row's error
         print(json.dumps({"clij2fft": {"error": f"{type(exc).__name__}: {exc}"}}))
 
