@@ -14,15 +14,20 @@ The floor of an iteration is its transforms' bytes alone; the ratio says how man
 element-wise passes add. ``method="spatial"``/``"separable"`` have no transforms: their floor
 is one read and one write of the volume per blur.
 
-    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11]
+Per-iteration time on the same device, fused against unfused (crop, ratio and update as
+separate kernels, as before the fusion), interleaved in one run: ``--repeats`` pairs, the median.
+
+    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +48,8 @@ PER_ITEM = {
     "clamped_update": (12, 4),  # 8 without weights
     "pad_boundary": (4, 4),
     "crop": (4, 4),
+    "crop_ratio": (8, 4),  # padded blur and observed in (background: +4), ratio out
+    "crop_update": (8, 4),  # padded correction and point in (weights: +4), estimate out
     "convolve_spatial": (4, 4),
     "convolve_separable": (4, 4),
 }
@@ -63,6 +70,8 @@ class Counter:
             read, written = PER_ITEM[name]
             if name == "clamped_update" and not int(args[4]):
                 read = 8  # no weights: the correction is passed twice, read once
+            if name in ("crop_ratio", "crop_update") and int(args[4]):
+                read += 4  # the per-voxel background, or the weights
             self.launches[name] += 1
             self.bytes[name] += items * (read + written)
             return launch(name, global_size, *args)
@@ -103,17 +112,63 @@ class _CountingPlan:
         return self._plan.ifft(buffer)
 
 
-def per_iteration(shape, psf, method, boundary, acceleration, dct) -> dict:
+@contextlib.contextmanager
+def unfused():
+    """Run the operators without their fused crops (the loop falls back to separate kernels)."""
+    from gpu_deconv.backends import opencl_backend as ob
+
+    fused = [
+        (cls, name, cls.__dict__[name])
+        for cls in (ob._FFTOperator, ob._DCTOperator)
+        for name in ("convolve_ratio", "correlate_update")
+    ]
+    for cls, name, _ in fused:
+        delattr(cls, name)
+    try:
+        yield
+    finally:
+        for cls, name, method in fused:
+            setattr(cls, name, method)
+
+
+def _backend(dct):
     from dataclasses import replace
 
     from gpu_deconv.backends.opencl_backend import OpenCLBackend
 
+    backend = OpenCLBackend()
+    if dct:  # the unpadded DCT a GPU's cost model may choose (PoCL's prefers the rfft)
+        backend.cost_model = replace(backend.cost_model, dct_factor=0.1)
+    return backend
+
+
+def seconds_per_iteration(shape, psf, method, boundary, acceleration, dct, repeats) -> dict:
+    """Median seconds per iteration, fused and unfused, measured in alternation."""
+    image = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
+    backend = _backend(dct)
+
+    def run(iterations):
+        start = time.perf_counter()
+        gd.richardson_lucy(
+            image, psf, iterations, backend=backend, method=method, boundary=boundary,
+            acceleration=acceleration,
+        )  # fmt: skip
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {"fused": [], "unfused": []}
+    run(2)  # compile kernels and plans
+    for _ in range(repeats):
+        for variant in ("unfused", "fused"):
+            with unfused() if variant == "unfused" else contextlib.nullcontext():
+                times[variant].append((run(8) - run(2)) / 6)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def per_iteration(shape, psf, method, boundary, acceleration, dct) -> dict:
     image = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
     counts = []
     for iterations in (2, 3):
-        backend = OpenCLBackend()
-        if dct:  # the unpadded DCT a GPU's cost model may choose (PoCL's prefers the rfft)
-            backend.cost_model = replace(backend.cost_model, dct_factor=0.1)
+        backend = _backend(dct)
         counter = Counter(backend)
         gd.richardson_lucy(
             image, psf, iterations, backend=backend, method=method, boundary=boundary,
@@ -140,6 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="48x96x96")
     parser.add_argument("--psf", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "device_traffic"))
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.shape.split("x"))
@@ -158,7 +214,14 @@ def main() -> None:
         transform = "dct" if dct else ("rfft" if method == "fft" else "-")
         row = {"method": method, "transform": transform, "boundary": boundary}
         row["acceleration"] = acceleration
-        row.update(per_iteration(shape, psf, method, boundary, acceleration, dct))
+        case = (shape, psf, method, boundary, acceleration, dct)
+        with unfused():
+            before = per_iteration(*case)
+        row.update(per_iteration(*case))
+        row["before"] = {
+            k: before[k] for k in ("launches", "bytes_per_iteration", "ratio_to_floor")
+        }
+        row["seconds_per_iteration"] = seconds_per_iteration(*case, args.repeats)
         rows.append(row)
         print(json.dumps(row))
     report = {"shape": args.shape, "psf": args.psf, "device": gd.get_backend("opencl").device_name}
@@ -167,16 +230,23 @@ def main() -> None:
     lines = [
         f"# Device traffic per iteration, {args.shape} float32, {args.psf}^3 PSF",
         "",
-        "| method | transform | boundary | acceleration | launches | MiB | floor MiB | ratio |"
-        " volumes |",
+        f"Device: {report['device']}. Before = crop, ratio and update as separate kernels; "
+        "after = `crop_ratio` and `crop_update`. Times: median of interleaved pairs, "
+        "seconds per iteration.",
+        "",
+        "| method | transform | boundary | acceleration | launches before / after | "
+        "MiB before / after | floor MiB | ratio before / after | s/iter before / after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        b, t = r["before"], r["seconds_per_iteration"]
         lines.append(
             f"| {r['method']} | {r['transform']} | {r['boundary']} | {r['acceleration'] or '-'} | "
-            f"{sum(r['launches'].values())} | {r['bytes_per_iteration'] / 2**20:.0f} | "
-            f"{r['floor_bytes'] / 2**20:.0f} | {r['ratio_to_floor']:.2f} | "
-            f"{r['volumes_per_iteration']:.1f} |"
+            f"{sum(b['launches'].values())} / {sum(r['launches'].values())} | "
+            f"{b['bytes_per_iteration'] / 2**20:.0f} / {r['bytes_per_iteration'] / 2**20:.0f} | "
+            f"{r['floor_bytes'] / 2**20:.0f} | "
+            f"{b['ratio_to_floor']:.2f} / {r['ratio_to_floor']:.2f} | "
+            f"{t['unfused']:.4f} / {t['fused']:.4f} |"
         )
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
 

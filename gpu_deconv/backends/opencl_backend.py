@@ -60,6 +60,7 @@ KERNEL_FILES = (
     "pad_boundary",
     "crop",
     "crop_ratio",
+    "crop_update",
     "convolve_spatial",
     "convolve_separable",
 )
@@ -134,6 +135,26 @@ def _crop_ratio(be, crop, padded, observed, eps, out, background, offset) -> Any
         *_optional(background, observed),
         np.float32(offset),
         np.float32(eps),
+        *crop_args,
+    )
+    return out
+
+
+def _crop_update(be, crop, padded, point, weights, floor: float | None, out) -> Any:
+    """Run the crop fused with the update of ``point`` by the correction in ``padded``.
+
+    As ``multiply`` / ``weighted_update`` or, with a ``floor``, ``clamped_update``.
+    """
+    crop_args, crop_global = crop
+    be.launch(
+        "crop_update",
+        crop_global,
+        out.data,
+        padded.data,
+        point.data,
+        *_optional(weights, point),
+        np.int32(floor is not None),
+        np.float32(floor or 0.0),
         *crop_args,
     )
     return out
@@ -625,6 +646,9 @@ class _DCTOperator:
             mode = BOUNDARY_CODES[boundary]
             self._pad = (_i32(n0, n1, n2, m1, m2, b0, b1, b2, mode), (m2, m1, m0))
             self._crop = (_i32(n1, n2, m1, m2, b0, b1, b2), (n2, n1, n0))
+        else:  # the result is in place: the fused kernels read it as an identity "crop"
+            n0, n1, n2 = _shape3(shape)
+            self._crop = (_i32(n1, n2, n1, n2, 0, 0, 0), (n2, n1, n0))
         # Only axes the PSF blurs and the grid extends: VkFFT refuses length-1 axes, and there
         # a symmetric PSF only scales (the gain has that axis' sum).
         axes = tuple(a - len(grid) for a, n in enumerate(psf.shape) if n > 1 and grid[a] > 1)
@@ -632,17 +656,8 @@ class _DCTOperator:
         self._gain = backend.upload(gain)
         self._app = backend.fft_plan(grid, dct=dct_type, axes=axes) if axes else None
 
-    def convolve(self, x, out):
-        return self._convolve(x, out, None)
-
-    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
-        """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
-        if self._buffer is None:  # no crop to fuse with
-            self.convolve(x, out)
-            return self._be.ratio(observed, out, eps, out, background, offset)
-        return self._convolve(x, out, (observed, eps, background, offset))
-
-    def _convolve(self, x, out, ratio):
+    def _blur(self, x, out):
+        """Blur ``x``; return where the result is: the padded buffer, or ``out`` unpadded."""
         be = self._be
         if self._buffer is not None:
             (pad_args, pad_global), work = self._pad, self._buffer
@@ -656,13 +671,27 @@ class _DCTOperator:
         be.multiply(work, self._gain, work)
         if self._app is not None:
             self._app.ifft(work)
-        if self._buffer is not None and ratio is not None:
-            observed, eps, background, offset = ratio
-            return _crop_ratio(be, self._crop, work, observed, eps, out, background, offset)
+        return work
+
+    def convolve(self, x, out):
+        work = self._blur(x, out)
         if self._buffer is not None:
             crop_args, crop_global = self._crop
-            be.launch("crop", crop_global, out.data, work.data, *crop_args)
+            self._be.launch("crop", crop_global, out.data, work.data, *crop_args)
         return out
+
+    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
+        """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
+        work = self._blur(x, out)
+        return _crop_ratio(self._be, self._crop, work, observed, eps, out, background, offset)
+
+    def correlate_update(self, y, point, weights, floor: float | None, out):
+        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`).
+
+        ``y`` may be overwritten.
+        """
+        work = self._blur(y, y)
+        return _crop_update(self._be, self._crop, work, point, weights, floor, out)
 
     # A symmetric PSF equals its flip, so the correlation is the same operator.
     correlate = convolve
@@ -749,6 +778,12 @@ class _FFTOperator:
         self._transform(x, self._convolve)
         crop = self._convolve[1]
         return _crop_ratio(self._be, crop, self._buffer, observed, eps, out, background, offset)
+
+    def correlate_update(self, y, point, weights, floor: float | None, out):
+        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
+        self._transform(y, self._correlate)
+        crop = self._correlate[1]
+        return _crop_update(self._be, crop, self._buffer, point, weights, floor, out)
 
     def correlate(self, x, out):
         return self._apply(x, out, self._correlate)
