@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 
 import numpy as np
@@ -45,9 +46,11 @@ def _costs(backend, **changes):
 
 
 def test_calibrate_stores_finite_positive_constants_that_backends_use(cache):
+    other = {"other | device | 1": {"call_overhead": 1.0}}
+    (cache / FILE_NAME).write_text(json.dumps(other))
     result = gd.calibrate(shape=SHAPE)
     stored = json.loads((cache / FILE_NAME).read_text())
-    assert list(stored) == [result["device"]]
+    assert sorted(stored) == sorted([result["device"], *other])  # other devices' entries kept
     constants = stored[result["device"]]
     assert constants == result["constants"]
     assert set(constants) == {
@@ -60,6 +63,9 @@ def test_calibrate_stores_finite_positive_constants_that_backends_use(cache):
     }
     assert all(math.isfinite(v) and v > 0 for v in constants.values())
     assert [p.name for p in cache.iterdir()] == [FILE_NAME]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (cache / FILE_NAME).stat().st_mode & 0o777 == 0o666 & ~umask
     assert asdict(_fresh_backend().cost_model) == constants
     assert asdict(gd.get_backend("opencl").cost_model) == constants  # the calibrated instance
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, fields
@@ -99,14 +98,15 @@ def store_costs(device: Any, costs: CostModel) -> Path:
     except (OSError, ValueError):
         table = {}
     table[device_key(device)] = asdict(costs)
+    from ..io import _temporary  # the umask's permissions, unlike mkstemp's 0600
+
     # A temporary file in the same folder, then a rename: readers see the old or the new file.
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".calibration-", suffix=".json")
+    temporary = _temporary(path, ".json")
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(table, stream, indent=1, sort_keys=True)
+        temporary.write_text(json.dumps(table, indent=1, sort_keys=True))
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
