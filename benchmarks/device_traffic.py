@@ -7,6 +7,7 @@ and the accelerations' first step are left out), per method and algorithm, and t
 
 - our kernels: work items times the bytes each item reads and writes in device memory (table
   ``PER_ITEM``; PSF taps and profiles are cached and not counted);
+- a device-to-device copy (``device_copy``): the buffer read and written;
 - a VkFFT transform: one pass per transformed axis, each reading and writing the whole buffer
   (the library's own floor: it cannot move fewer bytes without fusing with our kernels).
 
@@ -64,6 +65,7 @@ class Counter:
         self.bytes: collections.Counter = collections.Counter()
         self.fft_bytes = 0
         launch, fft_plan, reduce = backend.launch, backend.fft_plan, backend._reduce
+        device_copy = backend.device_copy
 
         def counting_launch(name, global_size, *args):
             items = math.prod(global_size)
@@ -84,11 +86,17 @@ class Counter:
             self.bytes[name] += sum(a.nbytes for a in arrays)
             return reduce(name, *arrays)
 
+        def counting_copy(source, out):
+            self.launches["copy"] += 1
+            self.bytes["copy"] += 2 * out.nbytes
+            return device_copy(source, out)
+
         backend.launch, backend.fft_plan, backend._reduce = (
             counting_launch,
             counting_plan,
             counting_reduce,
         )
+        backend.device_copy = counting_copy
 
 
 class _CountingPlan:
@@ -119,7 +127,7 @@ def unfused():
 
     fused = [
         (cls, name, cls.__dict__[name])
-        for cls in (ob._FFTOperator, ob._DCTOperator)
+        for cls in (ob._FFTOperator, ob._PaddedDCTOperator)
         for name in ("convolve_ratio", "correlate_update")
     ]
     for cls, name, _ in fused:

@@ -493,6 +493,8 @@ class OpenCLBackend:
         if plan.method == "separable":
             assert plan.profiles is not None  # choose_method guarantees it
             return _SeparableOperator(self, plan, plan.profiles, shape, boundary)
+        if plan.transform == "dct2-padded":
+            return _PaddedDCTOperator(self, plan, psf, shape, boundary)
         if plan.transform != "rfft":
             return _DCTOperator(self, plan, psf, shape, boundary)
         return _FFTOperator(self, plan, psf, shape, boundary)
@@ -646,9 +648,6 @@ class _DCTOperator:
             mode = BOUNDARY_CODES[boundary]
             self._pad = (_i32(n0, n1, n2, m1, m2, b0, b1, b2, mode), (m2, m1, m0))
             self._crop = (_i32(n1, n2, m1, m2, b0, b1, b2), (n2, n1, n0))
-        else:  # the result is in place: the fused kernels read it as an identity "crop"
-            n0, n1, n2 = _shape3(shape)
-            self._crop = (_i32(n1, n2, n1, n2, 0, 0, 0), (n2, n1, n0))
         # Only axes the PSF blurs and the grid extends: VkFFT refuses length-1 axes, and there
         # a symmetric PSF only scales (the gain has that axis' sum).
         axes = tuple(a - len(grid) for a, n in enumerate(psf.shape) if n > 1 and grid[a] > 1)
@@ -680,21 +679,25 @@ class _DCTOperator:
             self._be.launch("crop", crop_global, out.data, work.data, *crop_args)
         return out
 
+    # A symmetric PSF equals its flip, so the correlation is the same operator.
+    correlate = convolve
+
+
+class _PaddedDCTOperator(_DCTOperator):
+    """``"dct2-padded"``, its crop fused into the ratio and the update.
+
+    (The unpadded DCT has no crop to fuse: the loop runs its plain ratio and update kernels.)
+    """
+
     def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
         """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
         work = self._blur(x, out)
         return _crop_ratio(self._be, self._crop, work, observed, eps, out, background, offset)
 
     def correlate_update(self, y, point, weights, floor: float | None, out):
-        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`).
-
-        ``y`` may be overwritten.
-        """
+        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
         work = self._blur(y, y)
         return _crop_update(self._be, self._crop, work, point, weights, floor, out)
-
-    # A symmetric PSF equals its flip, so the correlation is the same operator.
-    correlate = convolve
 
 
 class _FFTOperator:
