@@ -16,9 +16,10 @@ element-wise passes add. ``method="spatial"``/``"separable"`` have no transforms
 is one read and one write of the volume per blur.
 
 Per-iteration time on the same device, fused against unfused (crop, ratio and update as
-separate kernels, as before the fusion), interleaved in one run: ``--repeats`` pairs, the median.
+separate kernels, as before the fusion), interleaved in one run: ``--repeats`` pairs (in
+ABBA order), the median.
 
-    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11] [--repeats 3]
+    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11] [--repeats 6]
 """
 
 from __future__ import annotations
@@ -165,11 +166,67 @@ def seconds_per_iteration(shape, psf, method, boundary, acceleration, dct, repea
 
     times: dict[str, list[float]] = {"fused": [], "unfused": []}
     run(2)  # compile kernels and plans
-    for _ in range(repeats):
-        for variant in ("unfused", "fused"):
+    for repeat in range(repeats):  # ABBA order: neither variant always runs second
+        for variant in ("unfused", "fused")[:: 1 if repeat % 2 else -1]:
             with unfused() if variant == "unfused" else contextlib.nullcontext():
                 times[variant].append((run(8) - run(2)) / 6)
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def kernel_seconds(shape, psf, calls=30) -> dict:
+    """Milliseconds per call of the fused kernels against the pairs they replace (padded rfft)."""
+    from gpu_deconv.backends._planning import fft_geometry
+    from gpu_deconv.backends.opencl_backend import _i32, _shape3
+
+    backend = _backend(False)
+    geometry = fft_geometry(shape, psf.shape, "reflect")
+    padded = geometry.padded_shape
+    row = 2 * (padded[-1] // 2 + 1)
+    rng = np.random.default_rng(0)
+    buffer = backend.to_backend(rng.random((*padded[:-1], row), dtype=np.float32) + 1)
+    observed, estimate = (backend.to_backend(rng.random(shape, dtype=np.float32)) for _ in "ab")
+    out = backend.empty(shape, np.float32)
+    n0, n1, n2 = _shape3(shape)
+    crop = (*_i32(n1, n2, _shape3(padded)[1], row), *_i32(*_shape3(geometry.pad_before, 0)))
+    where = (n2, n1, n0)
+    no_background = (observed.data, np.int32(0), np.float32(0), np.float32(1e-12))
+
+    def launch(name, *args):
+        backend.launch(name, where, *args, *crop)
+
+    variants = {
+        "crop + rl_ratio": lambda: (
+            launch("crop", out.data, buffer.data),
+            backend.ratio(observed, out, 1e-12, out),
+        ),
+        "crop_ratio": lambda: launch(
+            "crop_ratio", out.data, buffer.data, observed.data, *no_background
+        ),
+        "crop + multiply": lambda: (
+            launch("crop", out.data, buffer.data),
+            backend.multiply(estimate, out, estimate),
+        ),
+        "crop_update": lambda: launch(
+            "crop_update",
+            estimate.data,
+            buffer.data,
+            estimate.data,
+            estimate.data,
+            np.int32(0),
+            np.int32(0),
+            np.float32(0),
+        ),  # fmt: skip
+    }
+    result = {}
+    for name, run in variants.items():
+        run()
+        backend.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        backend.synchronize()
+        result[name] = (time.perf_counter() - start) / calls * 1e3
+    return result
 
 
 def per_iteration(shape, psf, method, boundary, acceleration, dct) -> dict:
@@ -203,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="48x96x96")
     parser.add_argument("--psf", type=int, default=11)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--out", default=str(RESULTS / "device_traffic"))
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.shape.split("x"))
@@ -234,13 +291,15 @@ def main() -> None:
         print(json.dumps(row))
     report = {"shape": args.shape, "psf": args.psf, "device": gd.get_backend("opencl").device_name}
     report["rows"] = rows
+    report["kernel_ms"] = kernel_seconds(shape, psf)
+    print(json.dumps(report["kernel_ms"]))
     Path(args.out + ".json").write_text(json.dumps(report, indent=1))
     lines = [
         f"# Device traffic per iteration, {args.shape} float32, {args.psf}^3 PSF",
         "",
         f"Device: {report['device']}. Before = crop, ratio and update as separate kernels; "
-        "after = `crop_ratio` and `crop_update`. Times: median of interleaved pairs, "
-        "seconds per iteration.",
+        f"after = `crop_ratio` and `crop_update`. Times: median of {args.repeats} "
+        "ABBA-interleaved pairs, seconds per iteration.",
         "",
         "| method | transform | boundary | acceleration | launches before / after | "
         "MiB before / after | floor MiB | ratio before / after | s/iter before / after |",
@@ -256,6 +315,8 @@ def main() -> None:
             f"{b['ratio_to_floor']:.2f} / {r['ratio_to_floor']:.2f} | "
             f"{t['unfused']:.4f} / {t['fused']:.4f} |"
         )
+    lines += ["", "Milliseconds per call, the fused kernels and the pairs they replace:", ""]
+    lines += [f"- {name}: {ms:.3f}" for name, ms in report["kernel_ms"].items()]
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
 
 
