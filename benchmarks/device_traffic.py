@@ -7,6 +7,7 @@ and the accelerations' first step are left out), per method and algorithm, and t
 
 - our kernels: work items times the bytes each item reads and writes in device memory (table
   ``PER_ITEM``; PSF taps and profiles are cached and not counted);
+- a device-to-device copy (``device_copy``): the buffer read and written;
 - a VkFFT transform: one pass per transformed axis, each reading and writing the whole buffer
   (the library's own floor: it cannot move fewer bytes without fusing with our kernels).
 
@@ -14,15 +15,21 @@ The floor of an iteration is its transforms' bytes alone; the ratio says how man
 element-wise passes add. ``method="spatial"``/``"separable"`` have no transforms: their floor
 is one read and one write of the volume per blur.
 
-    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11]
+Per-iteration time on the same device, fused against unfused (crop, ratio and update as
+separate kernels, as before the fusion), interleaved in one run: ``--repeats`` pairs (in
+ABBA order), the median.
+
+    python benchmarks/device_traffic.py [--shape 48x96x96] [--psf 11] [--repeats 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +50,8 @@ PER_ITEM = {
     "clamped_update": (12, 4),  # 8 without weights
     "pad_boundary": (4, 4),
     "crop": (4, 4),
+    "crop_ratio": (8, 4),  # padded blur and observed in (background: +4), ratio out
+    "crop_update": (8, 4),  # padded correction and point in (weights: +4), estimate out
     "convolve_spatial": (4, 4),
     "convolve_separable": (4, 4),
 }
@@ -57,12 +66,15 @@ class Counter:
         self.bytes: collections.Counter = collections.Counter()
         self.fft_bytes = 0
         launch, fft_plan, reduce = backend.launch, backend.fft_plan, backend._reduce
+        device_copy = backend.device_copy
 
         def counting_launch(name, global_size, *args):
             items = math.prod(global_size)
             read, written = PER_ITEM[name]
             if name == "clamped_update" and not int(args[4]):
                 read = 8  # no weights: the correction is passed twice, read once
+            if name in ("crop_ratio", "crop_update") and int(args[4]):
+                read += 4  # the per-voxel background, or the weights
             self.launches[name] += 1
             self.bytes[name] += items * (read + written)
             return launch(name, global_size, *args)
@@ -75,11 +87,17 @@ class Counter:
             self.bytes[name] += sum(a.nbytes for a in arrays)
             return reduce(name, *arrays)
 
+        def counting_copy(source, out):
+            self.launches["copy"] += 1
+            self.bytes["copy"] += 2 * out.nbytes
+            return device_copy(source, out)
+
         backend.launch, backend.fft_plan, backend._reduce = (
             counting_launch,
             counting_plan,
             counting_reduce,
         )
+        backend.device_copy = counting_copy
 
 
 class _CountingPlan:
@@ -103,17 +121,119 @@ class _CountingPlan:
         return self._plan.ifft(buffer)
 
 
-def per_iteration(shape, psf, method, boundary, acceleration, dct) -> dict:
+@contextlib.contextmanager
+def unfused():
+    """Run the operators without their fused crops (the loop falls back to separate kernels)."""
+    from gpu_deconv.backends import opencl_backend as ob
+
+    fused = [
+        (cls, name, cls.__dict__[name])
+        for cls in (ob._FFTOperator, ob._PaddedDCTOperator)
+        for name in ("convolve_ratio", "correlate_update")
+    ]
+    for cls, name, _ in fused:
+        delattr(cls, name)
+    try:
+        yield
+    finally:
+        for cls, name, method in fused:
+            setattr(cls, name, method)
+
+
+def _backend(dct):
     from dataclasses import replace
 
     from gpu_deconv.backends.opencl_backend import OpenCLBackend
 
+    backend = OpenCLBackend()
+    if dct:  # the unpadded DCT a GPU's cost model may choose (PoCL's prefers the rfft)
+        backend.cost_model = replace(backend.cost_model, dct_factor=0.1)
+    return backend
+
+
+def seconds_per_iteration(shape, psf, method, boundary, acceleration, dct, repeats) -> dict:
+    """Median seconds per iteration, fused and unfused, measured in alternation."""
+    image = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
+    backend = _backend(dct)
+
+    def run(iterations):
+        start = time.perf_counter()
+        gd.richardson_lucy(
+            image, psf, iterations, backend=backend, method=method, boundary=boundary,
+            acceleration=acceleration,
+        )  # fmt: skip
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {"fused": [], "unfused": []}
+    run(2)  # compile kernels and plans
+    for repeat in range(repeats):  # ABBA order: neither variant always runs second
+        for variant in ("unfused", "fused")[:: 1 if repeat % 2 else -1]:
+            with unfused() if variant == "unfused" else contextlib.nullcontext():
+                times[variant].append((run(8) - run(2)) / 6)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def kernel_seconds(shape, psf, calls=30) -> dict:
+    """Milliseconds per call of the fused kernels against the pairs they replace (padded rfft)."""
+    from gpu_deconv.backends._planning import fft_geometry
+    from gpu_deconv.backends.opencl_backend import _i32, _shape3
+
+    backend = _backend(False)
+    geometry = fft_geometry(shape, psf.shape, "reflect")
+    padded = geometry.padded_shape
+    row = 2 * (padded[-1] // 2 + 1)
+    rng = np.random.default_rng(0)
+    buffer = backend.to_backend(rng.random((*padded[:-1], row), dtype=np.float32) + 1)
+    observed, estimate = (backend.to_backend(rng.random(shape, dtype=np.float32)) for _ in "ab")
+    out = backend.empty(shape, np.float32)
+    n0, n1, n2 = _shape3(shape)
+    crop = (*_i32(n1, n2, _shape3(padded)[1], row), *_i32(*_shape3(geometry.pad_before, 0)))
+    where = (n2, n1, n0)
+    no_background = (observed.data, np.int32(0), np.float32(0), np.float32(1e-12))
+
+    def launch(name, *args):
+        backend.launch(name, where, *args, *crop)
+
+    variants = {
+        "crop + rl_ratio": lambda: (
+            launch("crop", out.data, buffer.data),
+            backend.ratio(observed, out, 1e-12, out),
+        ),
+        "crop_ratio": lambda: launch(
+            "crop_ratio", out.data, buffer.data, observed.data, *no_background
+        ),
+        "crop + multiply": lambda: (
+            launch("crop", out.data, buffer.data),
+            backend.multiply(estimate, out, estimate),
+        ),
+        "crop_update": lambda: launch(
+            "crop_update",
+            estimate.data,
+            buffer.data,
+            estimate.data,
+            estimate.data,
+            np.int32(0),
+            np.int32(0),
+            np.float32(0),
+        ),  # fmt: skip
+    }
+    result = {}
+    for name, run in variants.items():
+        run()
+        backend.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        backend.synchronize()
+        result[name] = (time.perf_counter() - start) / calls * 1e3
+    return result
+
+
+def per_iteration(shape, psf, method, boundary, acceleration, dct) -> dict:
     image = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
     counts = []
     for iterations in (2, 3):
-        backend = OpenCLBackend()
-        if dct:  # the unpadded DCT a GPU's cost model may choose (PoCL's prefers the rfft)
-            backend.cost_model = replace(backend.cost_model, dct_factor=0.1)
+        backend = _backend(dct)
         counter = Counter(backend)
         gd.richardson_lucy(
             image, psf, iterations, backend=backend, method=method, boundary=boundary,
@@ -140,6 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="48x96x96")
     parser.add_argument("--psf", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--out", default=str(RESULTS / "device_traffic"))
     args = parser.parse_args()
     shape = tuple(int(n) for n in args.shape.split("x"))
@@ -158,26 +279,44 @@ def main() -> None:
         transform = "dct" if dct else ("rfft" if method == "fft" else "-")
         row = {"method": method, "transform": transform, "boundary": boundary}
         row["acceleration"] = acceleration
-        row.update(per_iteration(shape, psf, method, boundary, acceleration, dct))
+        case = (shape, psf, method, boundary, acceleration, dct)
+        with unfused():
+            before = per_iteration(*case)
+        row.update(per_iteration(*case))
+        row["before"] = {
+            k: before[k] for k in ("launches", "bytes_per_iteration", "ratio_to_floor")
+        }
+        row["seconds_per_iteration"] = seconds_per_iteration(*case, args.repeats)
         rows.append(row)
         print(json.dumps(row))
     report = {"shape": args.shape, "psf": args.psf, "device": gd.get_backend("opencl").device_name}
     report["rows"] = rows
+    report["kernel_ms"] = kernel_seconds(shape, psf)
+    print(json.dumps(report["kernel_ms"]))
     Path(args.out + ".json").write_text(json.dumps(report, indent=1))
     lines = [
         f"# Device traffic per iteration, {args.shape} float32, {args.psf}^3 PSF",
         "",
-        "| method | transform | boundary | acceleration | launches | MiB | floor MiB | ratio |"
-        " volumes |",
+        f"Device: {report['device']}. Before = crop, ratio and update as separate kernels; "
+        f"after = `crop_ratio` and `crop_update`. Times: median of {args.repeats} "
+        "ABBA-interleaved pairs, seconds per iteration.",
+        "",
+        "| method | transform | boundary | acceleration | launches before / after | "
+        "MiB before / after | floor MiB | ratio before / after | s/iter before / after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        b, t = r["before"], r["seconds_per_iteration"]
         lines.append(
             f"| {r['method']} | {r['transform']} | {r['boundary']} | {r['acceleration'] or '-'} | "
-            f"{sum(r['launches'].values())} | {r['bytes_per_iteration'] / 2**20:.0f} | "
-            f"{r['floor_bytes'] / 2**20:.0f} | {r['ratio_to_floor']:.2f} | "
-            f"{r['volumes_per_iteration']:.1f} |"
+            f"{sum(b['launches'].values())} / {sum(r['launches'].values())} | "
+            f"{b['bytes_per_iteration'] / 2**20:.0f} / {r['bytes_per_iteration'] / 2**20:.0f} | "
+            f"{r['floor_bytes'] / 2**20:.0f} | "
+            f"{b['ratio_to_floor']:.2f} / {r['ratio_to_floor']:.2f} | "
+            f"{t['unfused']:.4f} / {t['fused']:.4f} |"
         )
+    lines += ["", "Milliseconds per call, the fused kernels and the pairs they replace:", ""]
+    lines += [f"- {name}: {ms:.3f}" for name, ms in report["kernel_ms"].items()]
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
 
 

@@ -1,12 +1,13 @@
 """gpu_deconv: fast, verified Richardson-Lucy deconvolution for fluorescence microscopy.
 
 The public API: :func:`richardson_lucy`, :func:`wiener`, :func:`tikhonov`, :func:`convolve`,
-:func:`correlate`, :func:`choose_method`, :func:`get_backend`, :class:`Info` (what a run did,
-with ``return_info=True``), the :mod:`gpu_deconv.psf` and
+:func:`correlate`, :func:`choose_method`, :func:`calibrate`, :func:`get_backend`, :class:`Info`
+(what a run did, with ``return_info=True``), the :mod:`gpu_deconv.psf` and
 :mod:`gpu_deconv.metrics` modules.
 """
 
 from . import metrics, psf
+from ._calibrate import calibrate
 from ._filters import tikhonov, wiener
 from ._precision import PrecisionWarning
 from ._rl import choose_method, convolve, correlate, richardson_lucy
@@ -23,6 +24,7 @@ __all__ = [
     "PrecisionWarning",
     "StoppingWarning",
     "available_backends",
+    "calibrate",
     "choose_method",
     "convolve",
     "correlate",

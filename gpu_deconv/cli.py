@@ -357,6 +357,20 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("devices", help="list OpenCL devices and the backend 'auto' picks")
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="time an OpenCL device's transforms and kernels; method='auto' then uses them",
+        description="Stores the measured cost model in calibration.json in $GPU_DECONV_CACHE_DIR "
+        "or the user's cache directory.",
+    )
+    calibrate.add_argument("--device", default=None, help="OpenCL device name (substring, #k)")
+    calibrate.add_argument(
+        "--shape",
+        type=_int_list,
+        default=None,
+        metavar="Z,Y,X",
+        help="timed volume, 2D or 3D, each axis >= 14 (default 32,64,64)",
+    )
     _cli_filters.add_parsers(sub, _tile_shape, _int_list, _size)
 
     psf = sub.add_parser("psf", help="make a PSF")
@@ -804,6 +818,17 @@ def _devices(args: argparse.Namespace) -> None:
     print(f"backend='auto' uses: {auto.name}{where}")
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from ._calibrate import calibrate
+    from .backends._calibration import DEFAULT_SHAPE
+
+    result = calibrate(args.device, DEFAULT_SHAPE if args.shape is None else tuple(args.shape))
+    print(f"calibrated {result['device']}")
+    for name, value in result["constants"].items():
+        print(f"  {name} = {value:.3g}")
+    print(f"stored in {result['path']}")
+
+
 def _psf(args: argparse.Namespace) -> None:
     from . import psf as models
     from .io import read_tiff, write_tiff
@@ -895,6 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already reported)
         return exc.code if isinstance(exc.code, int) else 0
     handlers = {"run": _run, "demo": _demo, "bench": _bench, "devices": _devices, "psf": _psf}
+    handlers.update(calibrate=_calibrate)
     handlers.update(wiener=_cli_filters.run, tikhonov=_cli_filters.run)
     try:
         with _sigterm_raises():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +11,12 @@ import scipy.ndimage as ndi
 
 import gpu_deconv as gd
 from gpu_deconv.psf import gaussian_psf
+
+# A calibration the user stored (`gpu-deconv calibrate`) must not change what the tests' runs
+# pick: an empty cache directory (tests of calibrate set their own).
+os.environ["GPU_DECONV_CACHE_DIR"] = os.path.join(
+    tempfile.gettempdir(), f"gpu-deconv-{os.getpid()}"
+)
 
 # Relative RMS tolerances of a backend result against the float64 oracle, per compute dtype.
 RL_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}

@@ -170,6 +170,10 @@ step opencl-icd 10 register_icds
 export OCL_ICD_VENDORS=$OUT/icd
 step pyvkfft 180 build_pyvkfft
 step devices 60 list_devices
+# The device's measured cost model (OUT/calibration/calibration.json): method="auto" in the
+# benchmark plans with it, and its constants can go into the package.
+export GPU_DECONV_CACHE_DIR=$OUT/calibration
+KEEP_GOING=1 step calibrate 90 "$VPY" -m gpu_deconv.cli calibrate
 # Failing tests still leave the benchmark its time (its figures are what the check is for).
 KEEP_GOING=1 step tests 200 run_tests
 left=$((BUDGET - SECONDS - 15))

@@ -130,11 +130,15 @@ class BackProjection:
         # An operator that may write over its input needs no separate correction buffer.
         self._correction = self._blurred if plan.inplace else be.empty(plan.work_shape, model.dtype)
 
-    def __call__(self, x: Any) -> Any:
-        """Return the buffer holding ``H^T(g / H x)`` (the observed image ``g`` of the model)."""
+    def _ratio(self, x: Any) -> Any:
+        """Return the buffer holding the ratio ``g / (H x + b)``."""
         m = self._model
+        fused = getattr(m.operator, "convolve_ratio", None)  # one pass fewer where offered
+        if fused is not None:
+            fused(x, m.observed, m.eps, self._blurred, background=m.background, offset=m.offset)
+            return self._blurred
         m.operator.convolve(x, out=self._blurred)
-        m.backend.ratio(
+        return m.backend.ratio(
             m.observed,
             self._blurred,
             m.eps,
@@ -142,4 +146,22 @@ class BackProjection:
             background=m.background,
             offset=m.offset,
         )
-        return m.operator.correlate(self._blurred, out=self._correction)
+
+    def update(self, x: Any, weights: Any, out: Any, floor: float | None = None) -> Any:
+        """Write the Richardson-Lucy step from ``x`` into ``out`` (which may be ``x``).
+
+        ``out = x * H^T(g / H x)``, times ``weights`` unless None; with a ``floor``, the
+        accelerated update (``backend.clamped_update``). ``weights`` must not depend on the
+        correction. Operators that offer ``correlate_update`` fuse their crop into it.
+        """
+        m, be = self._model, self._model.backend
+        ratio = self._ratio(x)
+        fused = getattr(m.operator, "correlate_update", None)
+        if fused is not None:
+            return fused(ratio, x, weights, floor, out)
+        correction = m.operator.correlate(ratio, out=self._correction)
+        if floor is not None:
+            return be.clamped_update(x, correction, weights, floor, out=out)
+        if weights is None:
+            return be.multiply(x, correction, out=out)
+        return be.weighted_update(x, correction, weights, out=out)

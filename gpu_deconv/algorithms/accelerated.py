@@ -78,9 +78,8 @@ class AcceleratedRichardsonLucy:
         be = m.backend
         alpha = self._momentum()
         be.extrapolate(self.estimate, self._previous, alpha, FLOOR, out=self._point)
-        correction = self._back_project(self._point)
         weights = m.update_weights(self._point)
-        be.clamped_update(self._point, correction, weights, FLOOR, out=self.estimate)
+        self._back_project.update(self._point, weights, out=self.estimate, floor=FLOOR)
         self._steps += 1
         if self.kind == "biggs":
             # The new change replaces the older one: G_k into the buffer of G_{k-2}.

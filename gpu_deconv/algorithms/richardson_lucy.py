@@ -30,10 +30,5 @@ class RichardsonLucy:
 
     def step(self) -> None:
         """One iteration: blur, ratio, back-project, update."""
-        m = self._model
-        correction = self._back_project(self.estimate)
-        weights = m.update_weights(self.estimate)
-        if weights is None:
-            m.backend.multiply(self.estimate, correction, out=self.estimate)
-        else:
-            m.backend.weighted_update(self.estimate, correction, weights, out=self.estimate)
+        weights = self._model.update_weights(self.estimate)
+        self._back_project.update(self.estimate, weights, out=self.estimate)

@@ -27,6 +27,7 @@ from ._base import (
     FilterSpec,
     MemoryNeed,
 )
+from ._calibration import load_costs
 from ._opencl_devices import (
     import_pyopencl,
     is_fast_device,
@@ -58,6 +59,8 @@ KERNEL_FILES = (
     "wiener_spectrum",
     "pad_boundary",
     "crop",
+    "crop_ratio",
+    "crop_update",
     "convolve_spatial",
     "convolve_separable",
 )
@@ -120,6 +123,43 @@ def _optional(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
     return (stand_in if array is None else array).data, np.int32(array is not None)
 
 
+def _crop_ratio(be, crop, padded, observed, eps, out, background, offset) -> Any:
+    """Run the padded operators' crop fused with ``ratio``: one pass instead of two."""
+    crop_args, crop_global = crop
+    be.launch(
+        "crop_ratio",
+        crop_global,
+        out.data,
+        padded.data,
+        observed.data,
+        *_optional(background, observed),
+        np.float32(offset),
+        np.float32(eps),
+        *crop_args,
+    )
+    return out
+
+
+def _crop_update(be, crop, padded, point, weights, floor: float | None, out) -> Any:
+    """Run the crop fused with the update of ``point`` by the correction in ``padded``.
+
+    As ``multiply`` / ``weighted_update`` or, with a ``floor``, ``clamped_update``.
+    """
+    crop_args, crop_global = crop
+    be.launch(
+        "crop_update",
+        crop_global,
+        out.data,
+        padded.data,
+        point.data,
+        *_optional(weights, point),
+        np.int32(floor is not None),
+        np.float32(floor or 0.0),
+        *crop_args,
+    )
+    return out
+
+
 class OpenCLBackend:
     """Backend on one OpenCL device, chosen as in :func:`pick_device`.
 
@@ -160,7 +200,8 @@ class OpenCLBackend:
         self.context = cl.Context([chosen])
         self.queue = cl.CommandQueue(self.context)
         is_gpu = is_fast_device(chosen)
-        self.cost_model = OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS
+        # Measured constants (`gpu-deconv calibrate`) where this device has them.
+        self.cost_model = load_costs(chosen, OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS)
         # On a CPU device the NumPy backend (priority 1) is faster: backend="auto" keeps it.
         self.auto_priority = 2 if is_gpu else 0
         self.transforms: tuple[str, ...] = ("rfft", "dct1", "dct2") if _pyvkfft() else ()
@@ -452,6 +493,8 @@ class OpenCLBackend:
         if plan.method == "separable":
             assert plan.profiles is not None  # choose_method guarantees it
             return _SeparableOperator(self, plan, plan.profiles, shape, boundary)
+        if plan.transform == "dct2-padded":
+            return _PaddedDCTOperator(self, plan, psf, shape, boundary)
         if plan.transform != "rfft":
             return _DCTOperator(self, plan, psf, shape, boundary)
         return _FFTOperator(self, plan, psf, shape, boundary)
@@ -612,7 +655,8 @@ class _DCTOperator:
         self._gain = backend.upload(gain)
         self._app = backend.fft_plan(grid, dct=dct_type, axes=axes) if axes else None
 
-    def convolve(self, x, out):
+    def _blur(self, x, out):
+        """Blur ``x``; return where the result is: the padded buffer, or ``out`` unpadded."""
         be = self._be
         if self._buffer is not None:
             (pad_args, pad_global), work = self._pad, self._buffer
@@ -626,13 +670,34 @@ class _DCTOperator:
         be.multiply(work, self._gain, work)
         if self._app is not None:
             self._app.ifft(work)
+        return work
+
+    def convolve(self, x, out):
+        work = self._blur(x, out)
         if self._buffer is not None:
             crop_args, crop_global = self._crop
-            be.launch("crop", crop_global, out.data, work.data, *crop_args)
+            self._be.launch("crop", crop_global, out.data, work.data, *crop_args)
         return out
 
     # A symmetric PSF equals its flip, so the correlation is the same operator.
     correlate = convolve
+
+
+class _PaddedDCTOperator(_DCTOperator):
+    """``"dct2-padded"``, its crop fused into the ratio and the update.
+
+    (The unpadded DCT has no crop to fuse: the loop runs its plain ratio and update kernels.)
+    """
+
+    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
+        """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
+        work = self._blur(x, out)
+        return _crop_ratio(self._be, self._crop, work, observed, eps, out, background, offset)
+
+    def correlate_update(self, y, point, weights, floor: float | None, out):
+        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
+        work = self._blur(y, y)
+        return _crop_update(self._be, self._crop, work, point, weights, floor, out)
 
 
 class _FFTOperator:
@@ -687,9 +752,10 @@ class _FFTOperator:
         crop = (_i32(n1, n2, m1, row, b0, b1, b2), (n2, n1, n0))
         return pad, crop
 
-    def _apply(self, x, out, direction):
+    def _transform(self, x, direction) -> None:
+        """Pad ``x`` into the buffer and leave ``H x`` (or ``H^T x``) there, uncropped."""
         be = self._be
-        (pad_args, pad_global), (crop_args, crop_global), conjugate = direction
+        (pad_args, pad_global), _, conjugate = direction
         be.launch("pad_boundary", pad_global, self._buffer.data, x.data, *pad_args)
         self._app.fft(self._buffer)
         be.launch(
@@ -700,11 +766,27 @@ class _FFTOperator:
             np.int32(conjugate),
         )
         self._app.ifft(self._buffer)
-        be.launch("crop", crop_global, out.data, self._buffer.data, *crop_args)
+
+    def _apply(self, x, out, direction):
+        self._transform(x, direction)
+        crop_args, crop_global = direction[1]
+        self._be.launch("crop", crop_global, out.data, self._buffer.data, *crop_args)
         return out
 
     def convolve(self, x, out):
         return self._apply(x, out, self._convolve)
+
+    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
+        """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
+        self._transform(x, self._convolve)
+        crop = self._convolve[1]
+        return _crop_ratio(self._be, crop, self._buffer, observed, eps, out, background, offset)
+
+    def correlate_update(self, y, point, weights, floor: float | None, out):
+        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
+        self._transform(y, self._correlate)
+        crop = self._correlate[1]
+        return _crop_update(self._be, crop, self._buffer, point, weights, floor, out)
 
     def correlate(self, x, out):
         return self._apply(x, out, self._correlate)

@@ -1,7 +1,7 @@
 // Map a position on an axis of length `size` to the index it reads, following scipy.ndimage's
 // filter modes: 0 reflect (dcba|abcd|dcba), 1 nearest, 2 mirror (dcb|abcd|cba), 3 wrap,
 // 4 constant. Returns -1 where the constant mode reads the zero outside the image.
-// Not a kernel: the loader prepends this file to the kernels that need it.
+// Not a kernel: the loader prepends this file (with padded_index) to the kernels.
 inline int boundary_index(int pos, int size, int mode)
 {
     if (pos >= 0 && pos < size) {
@@ -30,4 +30,12 @@ inline int boundary_index(int pos, int size, int mode)
         return m < 0 ? m + size : m;
     }
     return -1;
+}
+
+// Index of image voxel (i0, i1, i2) in a padded buffer where the image sits at offset
+// (b0, b1, b2), rows `row_stride` floats long and `m1` rows per plane.
+inline size_t padded_index(int i0, int i1, int i2, int m1, int row_stride, int b0, int b1,
+                           int b2)
+{
+    return ((size_t)(i0 + b0) * m1 + (i1 + b1)) * row_stride + (i2 + b2);
 }

@@ -5,5 +5,5 @@ __kernel void crop(__global float *out, __global const float *padded,
 {
     const int i2 = get_global_id(0), i1 = get_global_id(1), i0 = get_global_id(2);
     out[((size_t)i0 * n1 + i1) * n2 + i2] =
-        padded[((size_t)(i0 + b0) * m1 + (i1 + b1)) * row_stride + (i2 + b2)];
+        padded[padded_index(i0, i1, i2, m1, row_stride, b0, b1, b2)];
 }
