@@ -153,8 +153,6 @@ class Monitor:
         The held-out half, in the model's units: records its log-likelihood as ``"holdout"``.
     """
 
-    BUFFERS = ("blurred",)  # observed-domain buffers; plus the mask and the validation half
-
     def __init__(
         self, model: Any, mask: np.ndarray | None, scale: float, gain: float, validation=None
     ):

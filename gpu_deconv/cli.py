@@ -457,9 +457,6 @@ def _run(args: argparse.Namespace) -> None:
     check_free_space(args.output.parent, len(outputs) * size)
     mask = None if args.mask is None else read_image(args.mask).data != 0
     camera = _Camera(args)
-    background = args.background
-    if isinstance(background, Path):
-        background = read_image(background).data
     result = richardson_lucy(
         camera.photons(image.data),
         psf.data,
@@ -468,9 +465,8 @@ def _run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         tile_shape=args.tile_shape,
         mask=mask,
-        background=None if background is None else camera.level(background),
-        spacing=args.spacing or image.voxel_size,
         return_info=True,
+        **_model_options(args, camera, lambda path: read_image(path).data, image.voxel_size),
         **_options(args),
     )
     estimates, info = result
@@ -500,27 +496,47 @@ class _Camera:
         # Hold-out splitting needs integer counts: converted photons are rounded for it.
         self.counts = args.stop == "holdout"
 
+    def _converts(self) -> bool:
+        return self.offset != 0 or self.gain != 1
+
+    def _to_photons(self, values):
+        # Numbers, NumPy or dask arrays (a zarr input or map stays lazy).
+        values = values if isinstance(values, float) else values.astype(np.float64)
+        return (values - self.offset) / self.gain
+
     def photons(self, data):
         """Return the data in photons (unchanged without offset and gain)."""
-        if self.offset == 0 and self.gain == 1:
+        if not self._converts():
             return data
-        photons = (data.astype(np.float64) - self.offset) / self.gain
+        photons = self._to_photons(data)
         return photons.round() if self.counts else photons
 
     def level(self, background):
         """Return a background level or map of the input's units in photons, at least 0."""
-        if self.offset == 0 and self.gain == 1:
+        if not self._converts():
             return background
-        if isinstance(background, float):
-            return max((background - self.offset) / self.gain, 0.0)
-        # An array (numpy, or dask for a zarr map: kept lazy).
-        return np.maximum((background.astype(np.float64) - self.offset) / self.gain, 0)
+        photons = self._to_photons(background)
+        return max(photons, 0.0) if isinstance(photons, float) else np.maximum(photons, 0)
 
     def output(self, estimate: np.ndarray) -> np.ndarray:
         """Return the estimate in photons or back in the input's units (without the offset)."""
         if self.keep_photons or self.gain == 1:
             return estimate
         return estimate * estimate.dtype.type(self.gain)
+
+
+def _model_options(args: argparse.Namespace, camera: _Camera, read, voxel) -> dict:
+    """Return the run's ``background`` (in photons; a map file read with ``read``) and ``spacing``.
+
+    ``spacing`` is ``--spacing``, else the input's voxel size ``voxel``.
+    """
+    background = args.background
+    if isinstance(background, Path):
+        background = read(background)
+    return dict(
+        background=None if background is None else camera.level(background),
+        spacing=args.spacing or voxel,
+    )
 
 
 def _write_info(path: Path, info, overwrite: bool) -> None:
@@ -683,9 +699,6 @@ def _run_lazy(args: argparse.Namespace) -> None:
     if args.info is not None:
         raise ValueError("--info needs a TIFF to TIFF run without --scheduler")
     camera = _Camera(args)
-    background = args.background
-    if isinstance(background, Path):
-        background = open_lazy(background)
     voxel = read_tiff_voxel_size(args.image) if not is_zarr(args.image) else None
     result = gdd.richardson_lucy(
         camera.photons(image),
@@ -693,8 +706,7 @@ def _run_lazy(args: argparse.Namespace) -> None:
         args.iterations,
         chunks=chunks,
         mask=mask,
-        background=None if background is None else camera.level(background),
-        spacing=args.spacing or voxel,
+        **_model_options(args, camera, open_lazy, voxel),
         **_options(args),
     )
     result = camera.output(result)

@@ -436,20 +436,9 @@ def _central_count(image, fields, depth, options, background, **rule) -> int:
         window.append(slice(max(edges[k] - depth[axis], 0), min(edges[k + 1] + depth[axis], n)))
     region = tuple(window)
     parts = {name: np.asarray(array[region].compute()) for name, array in fields.items()}
-    keys = (
-        "backend",
-        "method",
-        "eps",
-        "dtype",
-        "device",
-        "max_memory",
-        "acceleration",
-        "read_noise",
-        "regularization",
-        "spacing",
-        "psf",
-        "normalize_psf",
-    )
+    # Every block option but those map_overlap's blocks need for themselves.
+    block_only = ("iterations", "boundary", "start", "depth", "margin")
+    keywords = {key: value for key, value in options.items() if key not in block_only}
     mode = window_boundary(options["boundary"])
     extra = {"margin": options["margin"]} if mode in v.ESTIMATED_BOUNDARIES else {}
     start = options["start"]
@@ -461,7 +450,7 @@ def _central_count(image, fields, depth, options, background, **rule) -> int:
         mask=parts.get("mask"),
         background=parts.get("background", background),
         return_info=True,
-        **{key: options[key] for key in keys},
+        **keywords,
         **extra,
         **rule,
     )

@@ -488,13 +488,6 @@ def _model_mean(blurred: np.ndarray, background, offset: float, gain: float) -> 
     return np.maximum(mean, MEAN_FLOOR, out=mean)
 
 
-def _inverse(weights: np.ndarray) -> np.ndarray:
-    """``1 / weights`` where positive, else 0 (the edge normalisation ``H^T m`` back)."""
-    out = np.zeros_like(weights)
-    np.divide(1.0, weights, out=out, where=weights > 0)
-    return out
-
-
 def _tv_divergence(f: np.ndarray, spacing, smoothing: float, kept=None) -> np.ndarray:
     """``div(grad f / sqrt(|grad f|^2 + smoothing^2))``: forward gradient, backward divergence.
 
