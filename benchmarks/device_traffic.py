@@ -82,10 +82,14 @@ class Counter:
         def counting_plan(shape, **options):
             return _CountingPlan(fft_plan(shape, **options), shape, options, self)
 
-        def counting_reduce(name, *arrays):
+        def counting_reduce(name, first, *args):
             self.launches[name] += 1
-            self.bytes[name] += sum(a.nbytes for a in arrays)
-            return reduce(name, *arrays)
+            if name == "momentum_update_partial":  # x, f, correction (+ weights) in; f (+ p) out
+                has_weights, extrapolate = int(args[4]), int(args[7])
+                self.bytes[name] += first.size * (12 + 4 * has_weights + 4 + 4 * extrapolate)
+            else:
+                self.bytes[name] += sum(a.nbytes for a in (first, *args))
+            return reduce(name, first, *args)
 
         def counting_copy(source, out):
             self.launches["copy"] += 1
@@ -129,7 +133,7 @@ def unfused():
     fused = [
         (cls, name, cls.__dict__[name])
         for cls in (ob._FFTOperator, ob._PaddedDCTOperator)
-        for name in ("convolve_ratio", "correlate_update")
+        for name in ("convolve_ratio", "correlate_update", "correlate_momentum")
     ]
     for cls, name, _ in fused:
         delattr(cls, name)

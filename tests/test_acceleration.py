@@ -109,3 +109,58 @@ def test_acceleration_with_estimated_edges_masks_tiles_and_dask(backend, kind):
 def test_bad_acceleration_is_refused():
     with pytest.raises(ValueError, match="unknown acceleration 'nesterov'; allowed: shb, biggs"):
         gd.richardson_lucy(np.ones((8, 8)), np.ones((3, 3)), 2, acceleration="nesterov")
+
+
+def _momentum_reference(point, correction, weights, floor, estimate, alpha):
+    """``Backend.momentum_update`` in float64 on the host: (agreement, next point, estimate)."""
+    p, f = point.astype(np.float64), estimate.astype(np.float64)
+    fresh = np.where((p > 0) & (weights > 0), np.maximum(p * correction * weights, floor), 0.0)
+    agreement = float(np.sum((fresh - f) * (p - f)))
+    following = np.where(fresh > 0, np.maximum(fresh + alpha * (fresh - f), floor), 0.0)
+    return agreement, following, fresh
+
+
+@pytest.mark.parametrize("share", ["contiguous", "strided"])
+@pytest.mark.parametrize("at_estimate", [False, True])
+def test_momentum_update_matches_its_definition(backend, share, at_estimate):
+    """The fused SHB pass: update, restart-test sum and next point, with dead voxels.
+
+    OpenCL runs both ways reduction items share the voxels (a CPU's contiguous runs, a
+    GPU's every G-th voxel); NumPy has one way and runs once.
+    """
+    if backend == "numpy" and share == "strided":
+        pytest.skip("one code path on NumPy")
+    rng = np.random.default_rng(7)
+    shape = (9, 13, 17)
+    estimate = rng.random(shape).astype(np.float32) + 0.1
+    point = (estimate + 0.3 * (rng.random(shape) - 0.5)).clip(1e-30).astype(np.float32)
+    correction = (rng.random(shape) + 0.5).astype(np.float32)
+    weights = (rng.random(shape) + 0.5).astype(np.float32)
+    estimate[0] = point[0] = 0  # voxels out of the estimate stay 0
+    weights[:, 0] = 0  # unobservable voxels become 0
+    correction[1, 1] = 0  # a row of zero correction: clamped at the floor, not killed
+    if at_estimate:
+        point = estimate.copy()
+    alpha, floor = 0.4, 1e-30
+    expected = _momentum_reference(point, correction, weights, floor, estimate, alpha)
+    be = gd.get_backend(backend)
+    if backend == "opencl":
+        from gpu_deconv.backends.opencl_backend import OpenCLBackend
+
+        be = OpenCLBackend()
+        be._contiguous_shares = np.int32(share == "contiguous")
+    est = be.to_backend(estimate)
+    pt = est if at_estimate else be.to_backend(point)
+    out = be.empty(shape, np.float32) if at_estimate else pt
+    corr, w = be.to_backend(correction), be.to_backend(weights)
+    dot = float(np.dot(correction.astype(np.float64).ravel(), weights.astype(np.float64).ravel()))
+    np.testing.assert_allclose(be.dot(corr, w), dot, rtol=1e-12)  # the plain reduction too
+    agreement = be.momentum_update(pt, corr, w, floor, est, alpha, out)
+    np.testing.assert_allclose(agreement, expected[0], rtol=1e-6, atol=1e-9)
+    # float32: the extrapolation's difference is exact to a few ulps of the values (~1).
+    np.testing.assert_allclose(be.to_numpy(out), expected[1], rtol=0, atol=5e-7)
+    np.testing.assert_allclose(be.to_numpy(est), expected[2], rtol=2e-7)
+    result = be.to_numpy(est)
+    assert (result[1, 1] == np.float32(floor)).all() and (result[0] == 0).all()
+    if at_estimate:
+        assert agreement == 0.0

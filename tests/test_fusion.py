@@ -1,4 +1,5 @@
-"""OpenCL's fused loop (crop + ratio, crop + update) equals the separate kernels, bit for bit."""
+"""OpenCL's fused loop (crop + ratio, crop + update, crop + SHB's momentum update) equals the
+separate kernels, bit for bit."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ def _run(transform, boundary, acceleration, background, weights):
         return launch(name, *args)
 
     backend.launch = counting
+    reduce = backend._reduce
+
+    def counting_reduce(name, *args, **kwargs):
+        launches[name] += 1
+        return reduce(name, *args, **kwargs)
+
+    backend._reduce = counting_reduce
     image = blob_image((10, 18, 20), seed=4).astype(np.float32)
     psf = make_psf((3, 5, 5), "gaussian" if transform != "rfft" else "random")
     spec = BlurSpec(psf, image.shape, boundary, "fft", np.dtype(np.float32))
@@ -75,11 +83,16 @@ def test_fused_kernels_give_the_separate_kernels_result(
     case = (transform, boundary, acceleration, background, weights)
     fused, launches = _run(*case)
     expected = 0 if transform == "dct2" else 4  # one each per iteration; nothing to crop
-    assert launches["crop_ratio"] == launches["crop_update"] == expected
+    shb = acceleration == "shb"
+    assert launches["crop_ratio"] == expected
+    assert launches["crop_update"] == (0 if shb else expected)
+    assert launches["momentum_update_partial"] == (4 if shb else 0)  # SHB's update, always
     assert launches["rl_ratio"] == 4 - expected
+    crops = launches["crop"]  # the weights' set-up crops too
     for cls in (ob._FFTOperator, ob._PaddedDCTOperator):
-        monkeypatch.delattr(cls, "convolve_ratio")
-        monkeypatch.delattr(cls, "correlate_update")
+        for name in ("convolve_ratio", "correlate_update", "correlate_momentum"):
+            monkeypatch.delattr(cls, name)
     separate, launches = _run(*case)
     assert launches["crop_ratio"] == launches["crop_update"] == 0
+    assert launches["crop"] == crops + 2 * expected  # the crops the fused kernels did
     np.testing.assert_array_equal(fused, separate)

@@ -165,3 +165,20 @@ class BackProjection:
         if weights is None:
             return be.multiply(x, correction, out=out)
         return be.weighted_update(x, correction, weights, out=out)
+
+    def momentum_update(
+        self, x: Any, weights: Any, estimate: Any, alpha: float, point: Any, floor: float
+    ) -> float:
+        """Take the clamped RL step from ``x`` into ``estimate``; extrapolate into ``point``.
+
+        ``x`` is the point the step is taken at (the ``point`` buffer or ``estimate`` itself);
+        see :meth:`Backend.momentum_update` for what is written and returned. Operators that
+        offer ``correlate_momentum`` fuse their crop into it.
+        """
+        m = self._model
+        ratio = self._ratio(x)
+        fused = getattr(m.operator, "correlate_momentum", None)
+        if fused is not None:
+            return fused(ratio, x, weights, floor, estimate, alpha, point)
+        correction = m.operator.correlate(ratio, out=self._correction)
+        return m.backend.momentum_update(x, correction, weights, floor, estimate, alpha, point)

@@ -1,4 +1,4 @@
-"""Accelerated Richardson-Lucy: scaled heavy ball (SHB) and Biggs-Andrews, one loop.
+"""Accelerated Richardson-Lucy: scaled heavy ball (SHB) and Biggs-Andrews.
 
 Both extrapolate the estimate along its last change, ``p_k = f_k + a_k (f_k - f_{k-1})``, and
 take the Richardson-Lucy step at ``p_k``: ``f_{k+1} = p_k * H^T(g / H p_k)`` (times the edge or
@@ -16,6 +16,10 @@ successive changes disagree). Both clamp the extrapolated point and the estimate
 positive floor where they are positive (voxels at 0 stay 0, as in plain RL), accumulate their
 reductions in float64 on the backend, and the estimate is always the true iterate ``f_k``,
 never the extrapolated point.
+
+SHB runs its update, restart test and next extrapolation as one pass over the estimate
+(``Backend.momentum_update``): it needs no copy of ``f_{k-1}``, since ``p_k - f_k`` is what the
+test reads and the new estimate is written over the old one only after the pass has read it.
 """
 
 from __future__ import annotations
@@ -24,30 +28,69 @@ from .._validation import ACCELERATIONS
 from ..backends._base import BlurPlan
 from ._base import WORK, BackProjection, Model
 
-__all__ = ["ACCELERATIONS", "AcceleratedRichardsonLucy", "BiggsAndrews", "ScaledHeavyBall"]
+__all__ = ["ACCELERATIONS", "BiggsAndrews", "ScaledHeavyBall"]
 # Above the smallest float32 normal (1.2e-38) with room, below any real signal of data scaled
 # to a maximum in [1, 2) (the driver's scaling).
 FLOOR = 1e-30
 TINY = 1e-300  # keeps Biggs' ratio finite when a change vanishes
 
 
-class AcceleratedRichardsonLucy:
-    """Richardson-Lucy with momentum; ``kind`` is ``"shb"`` or ``"biggs"`` (see the module)."""
+def shb_momentum(since_restart: int) -> float:
+    """SHB's momentum after ``since_restart`` steps: ``max(0, (r - 1) / (r + 2))``."""
+    return max(0.0, (since_restart - 1) / (since_restart + 2))
 
-    name = "accelerated_richardson_lucy"
-    kind = "shb"
+
+class ScaledHeavyBall:
+    """Scaled heavy ball (SHB) with gradient restart (see the module)."""
+
+    name = "shb"
     reductions = True
 
-    @classmethod
-    def buffers(cls, plan: BlurPlan) -> dict[str, str]:
-        """Return the previous estimate, the extrapolated point, ratio and correction buffers.
+    @staticmethod
+    def buffers(plan: BlurPlan) -> dict[str, str]:
+        """Return the extrapolated point and the back-projection's buffers."""
+        return {"point": WORK, **BackProjection.buffers(plan)}
 
-        Biggs adds the last two changes ``G``.
-        """
-        buffers = {"previous": WORK, "point": WORK, **BackProjection.buffers(plan)}
-        if cls.kind == "biggs":
-            buffers.update(change=WORK, earlier_change=WORK)
-        return buffers
+    def __init__(self, model: Model):
+        be, plan = model.backend, model.operator.plan
+        self._model = model
+        self.estimate = model.estimate
+        self._point = be.empty(plan.work_shape, model.dtype)
+        self._back_project = BackProjection(model)
+        self._since_restart = 0
+        self._extrapolated = False  # whether the point buffer holds this step's p_k
+
+    def step(self) -> None:
+        """One iteration: RL step at p_k, restart test and p_{k+1}, in one pass."""
+        point = self._point if self._extrapolated else self.estimate
+        weights = self._model.update_weights(point)
+        # p_{k+1} is made with the momentum of no restart; a restart discards it (a = 0).
+        alpha = shb_momentum(self._since_restart + 1)
+        agreement = self._back_project.momentum_update(
+            point, weights, self.estimate, alpha, self._point, FLOOR
+        )
+        self._since_restart += 1
+        if self._extrapolated and agreement < 0:
+            self._since_restart = 0
+        self._extrapolated = shb_momentum(self._since_restart) > 0
+
+
+class BiggsAndrews:
+    """Biggs-Andrews acceleration (see the module)."""
+
+    name = "biggs"
+    reductions = True
+
+    @staticmethod
+    def buffers(plan: BlurPlan) -> dict[str, str]:
+        """Return the previous estimate, the point, the last two changes and the BP's buffers."""
+        return {
+            "previous": WORK,
+            "point": WORK,
+            "change": WORK,
+            "earlier_change": WORK,
+            **BackProjection.buffers(plan),
+        }
 
     def __init__(self, model: Model):
         be, plan = model.backend, model.operator.plan
@@ -56,16 +99,11 @@ class AcceleratedRichardsonLucy:
         self._previous = be.copy(model.estimate)
         self._point = be.empty(plan.work_shape, model.dtype)
         self._back_project = BackProjection(model)
-        if self.kind == "biggs":
-            self._changes = [be.empty(plan.work_shape, model.dtype) for _ in range(2)]
-        self._since_restart = 0
+        self._changes = [be.empty(plan.work_shape, model.dtype) for _ in range(2)]
         self._steps = 0
 
     def _momentum(self) -> float:
-        if self.kind == "shb":
-            r = self._since_restart
-            return max(0.0, (r - 1) / (r + 2))
-        if self._steps < 2:  # Biggs needs two changes
+        if self._steps < 2:  # needs two changes
             return 0.0
         be = self._model.backend
         last, earlier = self._changes
@@ -73,33 +111,13 @@ class AcceleratedRichardsonLucy:
         return min(max(ratio, 0.0), 1.0)
 
     def step(self) -> None:
-        """One iteration: extrapolate, RL step at the extrapolated point, restart test."""
+        """One iteration: extrapolate, RL step at the extrapolated point, record the change."""
         m = self._model
         be = m.backend
-        alpha = self._momentum()
-        be.extrapolate(self.estimate, self._previous, alpha, FLOOR, out=self._point)
+        be.extrapolate(self.estimate, self._previous, self._momentum(), FLOOR, out=self._point)
         weights = m.update_weights(self._point)
         self._back_project.update(self._point, weights, out=self.estimate, floor=FLOOR)
         self._steps += 1
-        if self.kind == "biggs":
-            # The new change replaces the older one: G_k into the buffer of G_{k-2}.
-            self._changes.reverse()
-            be.subtract(self.estimate, self._point, out=self._changes[0])
-            return
-        self._since_restart += 1
-        if alpha > 0 and be.step_agreement(self.estimate, self._previous, self._point) < 0:
-            self._since_restart = 0
-
-
-class ScaledHeavyBall(AcceleratedRichardsonLucy):
-    """Scaled heavy ball (SHB) with gradient restart."""
-
-    name = "shb"
-    kind = "shb"
-
-
-class BiggsAndrews(AcceleratedRichardsonLucy):
-    """Biggs-Andrews acceleration."""
-
-    name = "biggs"
-    kind = "biggs"
+        # The new change replaces the older one: G_k into the buffer of G_{k-2}.
+        self._changes.reverse()
+        be.subtract(self.estimate, self._point, out=self._changes[0])

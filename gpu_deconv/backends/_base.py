@@ -202,7 +202,7 @@ class Backend(Protocol):
     device_name : str
         The device it computes on; empty for the host.
     reduction_scratch : int
-        Bytes one float64 reduction (:meth:`dot`, :meth:`step_agreement`) holds while it runs.
+        Bytes one float64 reduction (:meth:`dot`, :meth:`momentum_update`) holds while it runs.
     """
 
     name: str
@@ -321,11 +321,23 @@ class Backend(Protocol):
         """Return ``sum(a * b)`` accumulated in float64, computed where the arrays live."""
         ...
 
-    def step_agreement(self, estimate: Any, previous: Any, point: Any) -> float:
-        """Return ``sum((estimate - previous) * (point - previous))`` in float64.
+    def momentum_update(
+        self,
+        point: Any,
+        correction: Any,
+        weights: Any,
+        floor: float,
+        estimate: Any,
+        alpha: float,
+        out: Any,
+    ) -> float:
+        """Run the accelerated update, its restart test and the next extrapolation in one pass.
 
-        Negative when the last step went against the momentum that made ``point``. ``point``
-        may be overwritten (the step no longer needs it).
+        With ``f`` the old ``estimate`` and ``f' = max(point * correction * weights, floor)``
+        (0 where ``point`` or ``weights`` is 0): returns ``sum((f' - f) * (point - f))`` in
+        float64, writes ``max(f' + alpha (f' - f), floor)`` (0 where ``f'`` is 0) into ``out``
+        when ``alpha > 0``, then ``f'`` over ``estimate``. ``point`` may be ``out`` or
+        ``estimate``; ``correction`` may be overwritten.
         """
         ...
 

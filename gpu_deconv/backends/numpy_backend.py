@@ -436,10 +436,29 @@ class NumpyBackend:
     def dot(self, a: np.ndarray, b: np.ndarray) -> float:
         return _dot64(a, b)
 
-    def step_agreement(self, estimate, previous, point) -> float:
-        # sum((f - q) (p - q)) = sum(f (p - q)) - sum(q (p - q)), with p - q written over p.
-        np.subtract(point, previous, out=point)
-        return _dot64(estimate, point) - _dot64(previous, point)
+    def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
+        fresh = np.multiply(point, correction, out=correction)
+        if weights is not None:
+            fresh *= weights
+        # Masked copies rather than np.maximum, which measured 3x slower here.
+        low = fresh < floor
+        low &= point > 0
+        if weights is not None:
+            low &= weights > 0
+        np.copyto(fresh, floor, where=low)
+        agreement = 0.0
+        if point is not estimate:
+            np.subtract(point, estimate, out=point)  # p - f: the point is not needed again
+        change = np.subtract(fresh, estimate, out=estimate)
+        if point is not estimate:
+            agreement = _dot64(change, point)
+        if alpha > 0:
+            np.multiply(change, alpha, out=out)
+            out += fresh
+            np.copyto(out, floor, where=out < floor)
+            np.copyto(out, 0, where=fresh == 0)  # voxels out of the estimate stay out
+        np.copyto(estimate, fresh)
+        return agreement
 
     def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
         kept = None if weights is None else weights > 0

@@ -94,8 +94,9 @@ OPENCL_GPU_COSTS = CostModel(
 
 FLOAT32 = np.dtype(np.float32)
 FFT_PLAN_CACHE_SIZE = 8  # VkFFT plans compile kernels per shape: keep the recent ones
-# Work items of a float64 reduction: enough to fill a GPU, few partial sums to bring back.
-REDUCTION_ITEMS = 4096
+# Work items of a float64 reduction (reductions.cl): enough to fill the device, few partial
+# sums to bring back (512 KiB on a GPU, 32 KiB on a CPU).
+REDUCTION_ITEMS = {"gpu": 65536, "cpu": 4096}
 
 
 class InsufficientDeviceMemoryError(MemoryError):
@@ -160,6 +161,22 @@ def _crop_update(be, crop, padded, point, weights, floor: float | None, out) -> 
     return out
 
 
+def _momentum_update(be, crop_args, padded, point, weights, floor, estimate, alpha, out):
+    """Run ``momentum_update`` with the correction read out of ``padded`` at ``crop_args``."""
+    return be._reduce(
+        "momentum_update_partial",
+        estimate,
+        out,
+        point,
+        padded,
+        *_optional(weights, point),
+        np.float32(floor),
+        np.float32(alpha),
+        np.int32(alpha > 0),
+        *crop_args,
+    )[0]
+
+
 class OpenCLBackend:
     """Backend on one OpenCL device, chosen as in :func:`pick_device`.
 
@@ -184,7 +201,6 @@ class OpenCLBackend:
     dtypes: tuple[str, ...] = ("float32",)
     uses_host_memory = False
     list_devices = staticmethod(list_devices)
-    reduction_scratch = REDUCTION_ITEMS * 8  # the partial sums
 
     def __init__(self, device: str | None = None):
         cl = import_pyopencl()
@@ -200,6 +216,9 @@ class OpenCLBackend:
         self.context = cl.Context([chosen])
         self.queue = cl.CommandQueue(self.context)
         is_gpu = is_fast_device(chosen)
+        self._reduction_items = REDUCTION_ITEMS["gpu" if is_gpu else "cpu"]
+        self._contiguous_shares = np.int32(not is_gpu)  # how reductions split (share())
+        self.reduction_scratch = self._reduction_items * 8  # the partial sums
         # Measured constants (`gpu-deconv calibrate`) where this device has them.
         self.cost_model = load_costs(chosen, OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS)
         # On a CPU device the NumPy backend (priority 1) is faster: backend="auto" keeps it.
@@ -373,20 +392,26 @@ class OpenCLBackend:
     def dot(self, a: Any, b: Any) -> float:
         return self._reduce("dot_partial", a, b)[0]
 
-    def step_agreement(self, estimate, previous, point) -> float:
-        return self._reduce("agreement_partial", estimate, previous, point)[0]
+    def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
+        _, n1, n2 = _shape3(estimate.shape)
+        whole = _i32(n1, n2, n1, n2, 0, 0, 0)  # the correction is unpadded: no offset
+        return _momentum_update(
+            self, whole, correction, point, weights, floor, estimate, alpha, out
+        )
 
     def _reduce(self, name: str, first: Any, *args: Any, outputs: int = 1) -> list[float]:
         """Run a float64 partial-sum kernel (``reductions.cl``); add the partial sums on the host.
 
         ``first`` (a backend array) sets the element count; ``args`` are arrays or scalars in
-        the kernel's order. One small transfer: ``outputs * REDUCTION_ITEMS`` float64 sums.
+        the kernel's order. One small transfer: ``outputs`` float64 sums per work item.
         """
         import pyopencl.array as cla
 
         if self._reductions is None:
             folder = importlib.resources.files("gpu_deconv.backends").joinpath("kernels")
-            source = folder.joinpath("reductions.cl").read_text()
+            source = "\n".join(
+                folder.joinpath(name).read_text() for name in ("boundary_index.cl", "reductions.cl")
+            )
             try:
                 program = self._cl.Program(self.context, source).build()
             except self._cl.Error as exc:
@@ -395,12 +420,19 @@ class OpenCLBackend:
                     "which acceleration, stopping rules and return_info need; "
                     "use a fixed count without them, or backend='numpy'"
                 ) from exc
-            names = ("dot_partial", "agreement_partial", "discrepancy_partial", "holdout_partial")
+            names = (
+                "dot_partial",
+                "momentum_update_partial",
+                "discrepancy_partial",
+                "holdout_partial",
+            )
             self._reductions = {k: self._cl.Kernel(program, k) for k in names}
-        partial = cla.empty(self.queue, (outputs * REDUCTION_ITEMS,), np.float64)
+        items = self._reduction_items
+        partial = cla.empty(self.queue, (outputs * items,), np.float64)
         kernel = self._reductions[name]
         values = [x.data if isinstance(x, cla.Array) else x for x in (first, *args)]
-        kernel(self.queue, (REDUCTION_ITEMS,), None, partial.data, *values, np.uint64(first.size))
+        n, contiguous = np.uint64(first.size), self._contiguous_shares
+        kernel(self.queue, (items,), None, partial.data, *values, n, contiguous)
         return [float(s) for s in partial.get().reshape(outputs, -1).sum(axis=1)]
 
     def synchronize(self) -> None:
@@ -699,6 +731,14 @@ class _PaddedDCTOperator(_DCTOperator):
         work = self._blur(y, y)
         return _crop_update(self._be, self._crop, work, point, weights, floor, out)
 
+    def correlate_momentum(self, y, point, weights, floor, estimate, alpha, out) -> float:
+        """``momentum_update`` by the correction ``correlate(y)``, crop fused in."""
+        work = self._blur(y, y)
+        crop_args = self._crop[0]
+        return _momentum_update(
+            self._be, crop_args, work, point, weights, floor, estimate, alpha, out
+        )
+
 
 class _FFTOperator:
     """Padded in-place real FFT blur with a precomputed OTF.
@@ -787,6 +827,14 @@ class _FFTOperator:
         self._transform(y, self._correlate)
         crop = self._correlate[1]
         return _crop_update(self._be, crop, self._buffer, point, weights, floor, out)
+
+    def correlate_momentum(self, y, point, weights, floor, estimate, alpha, out) -> float:
+        """``momentum_update`` by the correction ``correlate(y)``, crop fused in."""
+        self._transform(y, self._correlate)
+        crop_args = self._correlate[1][0]
+        return _momentum_update(
+            self._be, crop_args, self._buffer, point, weights, floor, estimate, alpha, out
+        )
 
     def correlate(self, x, out):
         return self._apply(x, out, self._correlate)

@@ -7,5 +7,5 @@ __kernel void clamped_update(__global float *out, __global const float *point,
     const size_t i = get_global_id(0);
     const float w = has_weights ? weights[i] : 1.0f;
     const float p = point[i];
-    out[i] = (p > 0.0f && w > 0.0f) ? fmax(p * correction[i] * w, floor_value) : 0.0f;
+    out[i] = (p > 0.0f && w > 0.0f) ? at_least(p * correction[i] * w, floor_value) : 0.0f;
 }

@@ -18,5 +18,5 @@ __kernel void crop_update(__global float *out, __global const float *padded,
         return;
     }
     const float w = has_weights ? weights[i] : 1.0f;
-    out[i] = (p > 0.0f && w > 0.0f) ? fmax(p * c * w, floor_value) : 0.0f;
+    out[i] = (p > 0.0f && w > 0.0f) ? at_least(p * c * w, floor_value) : 0.0f;
 }

@@ -8,6 +8,6 @@ __kernel void extrapolate(__global float *point, __global float *previous,
     const size_t i = get_global_id(0);
     const float f = estimate[i];
     const float p = f + alpha * (f - previous[i]);
-    point[i] = f > 0.0f ? fmax(p, floor_value) : 0.0f;
+    point[i] = f > 0.0f ? at_least(p, floor_value) : 0.0f;
     previous[i] = f;
 }
