@@ -302,7 +302,8 @@ def main() -> None:
         f"# Device traffic per iteration, {args.shape} float32, {args.psf}^3 PSF",
         "",
         f"Device: {report['device']}. Before = crop, ratio and update as separate kernels; "
-        f"after = `crop_ratio` and `crop_update`. Times: median of {args.repeats} "
+        f"after = `crop_ratio` and `crop_update` (SHB: `crop_ratio` and the one-pass momentum "
+        f"update, `momentum_update_partial`). Times: median of {args.repeats} "
         "ABBA-interleaved pairs, seconds per iteration.",
         "",
         "| method | transform | boundary | acceleration | launches before / after | "
