@@ -82,14 +82,14 @@ class Counter:
         def counting_plan(shape, **options):
             return _CountingPlan(fft_plan(shape, **options), shape, options, self)
 
-        def counting_reduce(name, first, *args):
+        def counting_reduce(name, first, *args, **options):
             self.launches[name] += 1
             if name == "momentum_update_partial":  # x, f, correction (+ weights) in; f (+ p) out
                 has_weights, extrapolate = int(args[4]), int(args[7])
                 self.bytes[name] += first.size * (12 + 4 * has_weights + 4 + 4 * extrapolate)
             else:
                 self.bytes[name] += sum(a.nbytes for a in (first, *args))
-            return reduce(name, first, *args)
+            return reduce(name, first, *args, **options)
 
         def counting_copy(source, out):
             self.launches["copy"] += 1

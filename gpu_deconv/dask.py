@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -442,18 +443,22 @@ def _central_count(image, fields, depth, options, background, **rule) -> int:
     mode = window_boundary(options["boundary"])
     extra = {"margin": options["margin"]} if mode in v.ESTIMATED_BOUNDARIES else {}
     start = options["start"]
-    _, info = _richardson_lucy(
-        np.asarray(image[region].compute()),
-        iterations="auto",
-        boundary=mode,
-        init=start if isinstance(start, str) else float(start),
-        mask=parts.get("mask"),
-        background=parts.get("background", background),
-        return_info=True,
-        **keywords,
-        **extra,
-        **rule,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info = _richardson_lucy(
+            np.asarray(image[region].compute()),
+            iterations="auto",
+            boundary=mode,
+            init=start if isinstance(start, str) else float(start),
+            mask=parts.get("mask"),
+            background=parts.get("background", background),
+            return_info=True,
+            **keywords,
+            **extra,
+            **rule,
+        )
+    for warning in caught:  # at the user's call, not at this module's
+        warnings.warn(warning.message, warning.category, stacklevel=3)
     logger.info(
         "iterations='auto' (%s): %d, chosen on the central chunk", rule["stop"], info.iterations
     )

@@ -121,17 +121,18 @@ def _momentum_reference(point, correction, weights, floor, estimate, alpha):
 
 
 @pytest.mark.parametrize("share", ["contiguous", "strided"])
-@pytest.mark.parametrize("at_estimate", [False, True])
-def test_momentum_update_matches_its_definition(backend, share, at_estimate):
+@pytest.mark.parametrize("at_estimate, shape", [(False, (9, 13, 17)), (True, (9, 13, 17)),
+                                                (False, (40, 50, 70))])  # fmt: skip
+def test_momentum_update_matches_its_definition(backend, share, at_estimate, shape):
     """The fused SHB pass: update, restart-test sum and next point, with dead voxels.
 
     OpenCL runs both ways reduction items share the voxels (a CPU's contiguous runs, a
-    GPU's every G-th voxel); NumPy has one way and runs once.
+    GPU's column of every R-th row, here with 58 rows a step on the larger shape); NumPy has
+    one way and runs once.
     """
     if backend == "numpy" and share == "strided":
         pytest.skip("one code path on NumPy")
     rng = np.random.default_rng(7)
-    shape = (9, 13, 17)
     estimate = rng.random(shape).astype(np.float32) + 0.1
     point = (estimate + 0.3 * (rng.random(shape) - 0.5)).clip(1e-30).astype(np.float32)
     correction = (rng.random(shape) + 0.5).astype(np.float32)

@@ -32,7 +32,7 @@ def _run(transform, boundary, acceleration, background, weights):
     backend.launch = counting
     reduce = backend._reduce
 
-    def counting_reduce(name, *args, **kwargs):
+    def counting_reduce(name, *args, **kwargs):  # SHB's update is a reduction
         launches[name] += 1
         return reduce(name, *args, **kwargs)
 

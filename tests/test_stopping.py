@@ -100,6 +100,11 @@ def test_max_iterations_bounds_a_rule_that_never_stops():
         )
     assert caught[0].filename == __file__
     assert info.iterations == 7 and len(info.history) == 8 and not info.rule_met
+    from gpu_deconv.dask import richardson_lucy as dask_rl
+
+    with pytest.warns(gd.StoppingWarning, match="max_iterations=7") as caught:
+        dask_rl(image * 1e3, psf, "auto", backend="numpy", max_iterations=7, chunks=(12, 24))
+    assert [w.filename for w in caught] == [__file__]  # the user's line, on the central chunk
 
 
 def test_holdout_splits_counts_and_transfers_the_count(backend):

@@ -163,6 +163,8 @@ def _crop_update(be, crop, padded, point, weights, floor: float | None, out) -> 
 
 def _momentum_update(be, crop_args, padded, point, weights, floor, estimate, alpha, out):
     """Run ``momentum_update`` with the correction read out of ``padded`` at ``crop_args``."""
+    # A GPU's items cover whole rows (reductions.cl): rows longer than the items are run as runs.
+    contiguous = bool(be._contiguous_shares) or int(crop_args[1]) > be._reduction_items
     return be._reduce(
         "momentum_update_partial",
         estimate,
@@ -174,6 +176,7 @@ def _momentum_update(be, crop_args, padded, point, weights, floor, estimate, alp
         np.float32(alpha),
         np.int32(alpha > 0),
         *crop_args,
+        contiguous=contiguous,
     )[0]
 
 
@@ -399,11 +402,14 @@ class OpenCLBackend:
             self, whole, correction, point, weights, floor, estimate, alpha, out
         )
 
-    def _reduce(self, name: str, first: Any, *args: Any, outputs: int = 1) -> list[float]:
+    def _reduce(
+        self, name: str, first: Any, *args: Any, outputs: int = 1, contiguous: bool | None = None
+    ) -> list[float]:
         """Run a float64 partial-sum kernel (``reductions.cl``); add the partial sums on the host.
 
         ``first`` (a backend array) sets the element count; ``args`` are arrays or scalars in
         the kernel's order. One small transfer: ``outputs`` float64 sums per work item.
+        ``contiguous`` overrides how the items share the elements (by default, by device).
         """
         import pyopencl.array as cla
 
@@ -431,8 +437,9 @@ class OpenCLBackend:
         partial = cla.empty(self.queue, (outputs * items,), np.float64)
         kernel = self._reductions[name]
         values = [x.data if isinstance(x, cla.Array) else x for x in (first, *args)]
-        n, contiguous = np.uint64(first.size), self._contiguous_shares
-        kernel(self.queue, (items,), None, partial.data, *values, n, contiguous)
+        n = np.uint64(first.size)
+        runs = self._contiguous_shares if contiguous is None else np.int32(contiguous)
+        kernel(self.queue, (items,), None, partial.data, *values, n, runs)
         return [float(s) for s in partial.get().reshape(outputs, -1).sum(axis=1)]
 
     def synchronize(self) -> None:

@@ -63,8 +63,9 @@ inline double momentum_voxel(const size_t i, const size_t k, __global float *est
 
 // momentum_voxel over the estimate (planes of n1 rows of n2), the correction read out of the
 // padded domain (offset b0, b1, b2; planes of m1 rows of `row_stride` floats); partial[j]
-// sums the restart test's terms. A CPU's items take whole rows (the crop offset is found once
-// per row); a GPU's take every G-th voxel.
+// sums the restart test's terms. A CPU's items take runs of whole rows. A GPU's item j takes
+// column j % n2 of every R-th row from j / n2 (R = G / n2, G >= n2), so neighbouring items
+// read neighbouring voxels. Row coordinates advance with carries: no division per voxel.
 __kernel void momentum_update_partial(__global double *partial, __global float *estimate,
                                       __global float *point, __global const float *x,
                                       __global const float *padded,
@@ -75,25 +76,35 @@ __kernel void momentum_update_partial(__global double *partial, __global float *
                                       const int b1, const int b2, const unsigned long n,
                                       const int contiguous)
 {
-    double acc = 0.0;
+    const size_t rows = n / n2;
+    size_t r, r_end, r_step;
+    int c_first, c_end;
     if (contiguous) {
-        size_t first, end, step;
-        share(n / n2, 1, &first, &end, &step);
-        for (size_t r = first; r < end; r++) {
-            const size_t row = padded_index((int)(r / n1), (int)(r % n1), 0, m1, row_stride, b0,
-                                            b1, b2);
-            for (int i2 = 0; i2 < n2; i2++) {
-                acc += momentum_voxel(r * n2 + i2, row + i2, estimate, point, x, padded,
-                                      weights, has_weights, floor_value, alpha, extrapolate);
-            }
-        }
+        share(rows, 1, &r, &r_end, &r_step);
+        c_first = 0;
+        c_end = n2;
     } else {
-        for (size_t i = get_global_id(0); i < n; i += get_global_size(0)) {
-            const size_t r = i / n2;
-            const size_t k = padded_index((int)(r / n1), (int)(r % n1), (int)(i % n2), m1,
-                                          row_stride, b0, b1, b2);
-            acc += momentum_voxel(i, k, estimate, point, x, padded, weights, has_weights,
-                                  floor_value, alpha, extrapolate);
+        const size_t j = get_global_id(0), per_row = get_global_size(0) / n2;
+        r = j / n2;
+        r_end = r < per_row ? rows : 0;
+        r_step = per_row;
+        c_first = (int)(j % n2);
+        c_end = c_first + 1;
+    }
+    int i1 = (int)(r % n1), i0 = (int)(r / n1);
+    const int d1 = (int)(r_step % n1), d0 = (int)(r_step / n1);
+    double acc = 0.0;
+    for (; r < r_end; r += r_step) {
+        const size_t row = padded_index(i0, i1, 0, m1, row_stride, b0, b1, b2);
+        for (int c = c_first; c < c_end; c++) {
+            acc += momentum_voxel(r * n2 + c, row + c, estimate, point, x, padded, weights,
+                                  has_weights, floor_value, alpha, extrapolate);
+        }
+        i1 += d1;
+        i0 += d0;
+        if (i1 >= n1) {
+            i1 -= n1;
+            i0 += 1;
         }
     }
     partial[get_global_id(0)] = acc;
