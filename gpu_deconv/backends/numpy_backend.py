@@ -416,18 +416,21 @@ class NumpyBackend:
         np.subtract(estimate, previous, out=out)
         out *= alpha
         out += estimate
-        np.maximum(out, floor, out=out)
-        out[estimate <= 0] = 0
+        # Masked copies rather than np.maximum and fancy indexing: several times faster here.
+        np.copyto(out, floor, where=out < floor)
+        np.copyto(out, 0, where=estimate <= 0)
         np.copyto(previous, estimate)
         return out
 
     def clamped_update(self, point, correction, weights, floor: float, out) -> np.ndarray:
-        dead = point <= 0 if weights is None else (point <= 0) | (weights <= 0)
+        lift = point > 0  # live voxels (found before out, which may be point, is written)...
+        if weights is not None:
+            lift &= weights > 0
         np.multiply(point, correction, out=out)
         if weights is not None:
             out *= weights
-        np.maximum(out, floor, out=out)
-        out[dead] = 0
+        lift &= out < floor  # ...below the floor; the others stay 0
+        np.copyto(out, floor, where=lift)
         return out
 
     def subtract(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -440,8 +443,7 @@ class NumpyBackend:
         fresh = np.multiply(point, correction, out=correction)
         if weights is not None:
             fresh *= weights
-        # Masked copies rather than np.maximum, which measured 3x slower here.
-        low = fresh < floor
+        low = fresh < floor  # as in clamped_update
         low &= point > 0
         if weights is not None:
             low &= weights > 0
