@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from acceleration_reference import accelerated_rl
-from conftest import RL_RTOL, blob_image, make_psf, oracle_rl, rel_rms
+from conftest import RL_RTOL, blob_image, make_psf, oracle_rl, rel_rms, require_backend
 
 import gpu_deconv as gd
 
@@ -120,18 +120,17 @@ def _momentum_reference(point, correction, weights, floor, estimate, alpha):
     return agreement, following, fresh
 
 
-@pytest.mark.parametrize("share", ["contiguous", "strided"])
+@pytest.mark.parametrize("variant", ["numpy", "opencl-contiguous", "opencl-strided"])
 @pytest.mark.parametrize("at_estimate, shape", [(False, (9, 13, 17)), (True, (9, 13, 17)),
                                                 (False, (40, 50, 70))])  # fmt: skip
-def test_momentum_update_matches_its_definition(backend, share, at_estimate, shape):
+def test_momentum_update_matches_its_definition(variant, at_estimate, shape):
     """The fused SHB pass: update, restart-test sum and next point, with dead voxels.
 
     OpenCL runs both ways reduction items share the voxels (a CPU's contiguous runs, a
-    GPU's column of every R-th row, here with 58 rows a step on the larger shape); NumPy has
-    one way and runs once.
+    GPU's column of every R-th row, here with 58 rows a step on the larger shape).
     """
-    if backend == "numpy" and share == "strided":
-        pytest.skip("one code path on NumPy")
+    backend, _, share = variant.partition("-")
+    require_backend(backend)
     rng = np.random.default_rng(7)
     estimate = rng.random(shape).astype(np.float32) + 0.1
     point = (estimate + 0.3 * (rng.random(shape) - 0.5)).clip(1e-30).astype(np.float32)
