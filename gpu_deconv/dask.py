@@ -443,22 +443,26 @@ def _central_count(image, fields, depth, options, background, **rule) -> int:
     mode = window_boundary(options["boundary"])
     extra = {"margin": options["margin"]} if mode in v.ESTIMATED_BOUNDARIES else {}
     start = options["start"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _, info = _richardson_lucy(
-            np.asarray(image[region].compute()),
-            iterations="auto",
-            boundary=mode,
-            init=start if isinstance(start, str) else float(start),
-            mask=parts.get("mask"),
-            background=parts.get("background", background),
-            return_info=True,
-            **keywords,
-            **extra,
-            **rule,
-        )
-    for warning in caught:  # at the user's call, not at this module's
-        warnings.warn(warning.message, warning.category, stacklevel=3)
+    # Recorded under the filters in force (what they hide stays hidden) and issued again at
+    # the user's call, also when the run raises.
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            _, info = _richardson_lucy(
+                np.asarray(image[region].compute()),
+                iterations="auto",
+                boundary=mode,
+                init=start if isinstance(start, str) else float(start),
+                mask=parts.get("mask"),
+                background=parts.get("background", background),
+                return_info=True,
+                **keywords,
+                **extra,
+                **rule,
+            )
+    finally:
+        for warning in caught:
+            warnings.warn(warning.message, warning.category, stacklevel=3)
     logger.info(
         "iterations='auto' (%s): %d, chosen on the central chunk", rule["stop"], info.iterations
     )

@@ -336,8 +336,9 @@ class Backend(Protocol):
         With ``f`` the old ``estimate`` and ``f' = max(point * correction * weights, floor)``
         (0 where ``point`` or ``weights`` is 0): returns ``sum((f' - f) * (point - f))`` in
         float64, writes ``max(f' + alpha (f' - f), floor)`` (0 where ``f'`` is 0) into ``out``
-        when ``alpha > 0``, then ``f'`` over ``estimate``. ``point`` may be ``out`` or
-        ``estimate``; ``correction`` may be overwritten.
+        when ``alpha > 0`` (``out`` is undefined after ``alpha == 0``), then ``f'`` over
+        ``estimate``. ``point`` may be ``out`` or ``estimate``; ``correction`` and ``point``
+        may be overwritten.
         """
         ...
 
