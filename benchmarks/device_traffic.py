@@ -41,7 +41,6 @@ from gpu_deconv.psf import gaussian_psf
 PER_ITEM = {
     "rl_ratio": (8, 4),
     "multiply": (8, 4),
-    "subtract": (8, 4),
     "weighted_update": (12, 4),
     "inverse_weights": (4, 4),
     "keep_where": (8, 4),
@@ -84,9 +83,13 @@ class Counter:
 
         def counting_reduce(name, first, *args, **options):
             self.launches[name] += 1
-            if name == "momentum_update_partial":  # x, f, correction (+ weights) in; f (+ p) out
-                has_weights, extrapolate = int(args[4]), int(args[7])
-                self.bytes[name] += first.size * (12 + 4 * has_weights + 4 + 4 * extrapolate)
+            if name == "accelerated_update_partial":
+                # x, correction (+ weights) in, f out; SHB: f in (+ p out); Biggs: G_{k-1} in,
+                # G_k out.
+                has_weights, mode = int(args[4]), int(args[7])
+                read = 8 + 4 * has_weights + 4
+                written = 4 + (4 if mode else 0)
+                self.bytes[name] += first.size * (read + written)
             else:
                 self.bytes[name] += sum(a.nbytes for a in (first, *args))
             return reduce(name, first, *args, **options)
@@ -130,11 +133,12 @@ def unfused():
     """Run the operators without their fused crops (the loop falls back to separate kernels)."""
     from gpu_deconv.backends import opencl_backend as ob
 
-    fused = [
-        (cls, name, cls.__dict__[name])
-        for cls in (ob._FFTOperator, ob._PaddedDCTOperator)
-        for name in ("convolve_ratio", "correlate_update", "correlate_momentum")
+    owners = [(cls, "convolve_ratio") for cls in (ob._FFTOperator, ob._PaddedDCTOperator)]
+    owners += [
+        (ob._FusedUpdates, name)
+        for name in ("correlate_update", "correlate_momentum_update", "correlate_change_update")
     ]
+    fused = [(cls, name, cls.__dict__[name]) for cls, name in owners]
     for cls, name, _ in fused:
         delattr(cls, name)
     try:
@@ -302,8 +306,9 @@ def main() -> None:
         f"# Device traffic per iteration, {args.shape} float32, {args.psf}^3 PSF",
         "",
         f"Device: {report['device']}. Before = crop, ratio and update as separate kernels; "
-        f"after = `crop_ratio` and `crop_update` (SHB: `crop_ratio` and the one-pass momentum "
-        f"update, `momentum_update_partial`). Times: median of {args.repeats} "
+        "after = `crop_ratio` and `crop_update` (SHB and Biggs: `crop_ratio` and one pass "
+        "for the accelerated update, `accelerated_update_partial`). Times: median of "
+        f"{args.repeats} "
         "ABBA-interleaved pairs, seconds per iteration.",
         "",
         "| method | transform | boundary | acceleration | launches before / after | "

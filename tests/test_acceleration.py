@@ -153,8 +153,6 @@ def test_momentum_update_matches_its_definition(variant, at_estimate, shape):
     pt = est if at_estimate else be.to_backend(point)
     out = be.empty(shape, np.float32) if at_estimate else pt
     corr, w = be.to_backend(correction), be.to_backend(weights)
-    dot = float(np.dot(correction.astype(np.float64).ravel(), weights.astype(np.float64).ravel()))
-    np.testing.assert_allclose(be.dot(corr, w), dot, rtol=1e-12)  # the plain reduction too
     agreement = be.momentum_update(pt, corr, w, floor, est, alpha, out)
     np.testing.assert_allclose(agreement, expected[0], rtol=1e-6, atol=1e-9)
     # float32: the extrapolation's difference is exact to a few ulps of the values (~1).
@@ -164,3 +162,39 @@ def test_momentum_update_matches_its_definition(variant, at_estimate, shape):
     assert (result[1, 1] == np.float32(floor)).all() and (result[0] == 0).all()
     if at_estimate:
         assert agreement == 0.0
+
+
+@pytest.mark.parametrize("variant", ["numpy", "opencl-contiguous", "opencl-strided"])
+@pytest.mark.parametrize("shape", [(9, 13, 17), (40, 50, 70)])
+def test_change_update_matches_its_definition(variant, shape):
+    """Biggs' fused pass: the clamped update, its change and both momentum sums."""
+    backend, _, share = variant.partition("-")
+    require_backend(backend)
+    rng = np.random.default_rng(8)
+    point = rng.random(shape).astype(np.float32) + 0.1
+    correction = (rng.random(shape) + 0.5).astype(np.float32)
+    weights = (rng.random(shape) + 0.5).astype(np.float32)
+    earlier = (rng.random(shape) - 0.5).astype(np.float32)
+    point[0] = 0  # voxels out of the estimate stay 0
+    weights[:, 0] = 0  # unobservable voxels become 0
+    correction[1, 1] = 0  # a row of zero correction: lifted to the floor
+    floor = 1e-30
+    p = point.astype(np.float64)
+    fresh = np.where((p > 0) & (weights > 0), np.maximum(p * correction * weights, floor), 0.0)
+    change = fresh - p
+    be = gd.get_backend(backend)
+    if backend == "opencl":
+        from gpu_deconv.backends.opencl_backend import OpenCLBackend
+
+        be = OpenCLBackend()
+        be._contiguous_shares = np.int32(share == "contiguous")
+    est, chg = be.empty(shape, np.float32), be.empty(shape, np.float32)
+    sums = be.change_update(
+        be.to_backend(point), be.to_backend(correction), be.to_backend(weights), floor, est,
+        chg, be.to_backend(earlier),
+    )  # fmt: skip
+    np.testing.assert_allclose(be.to_numpy(est), fresh, rtol=2e-7)
+    got = be.to_numpy(chg).astype(np.float64)
+    np.testing.assert_allclose(got, change, rtol=0, atol=2.5e-7)  # 2 ulps of values below 2
+    expected = (float(np.sum(got * earlier)), float(np.sum(got * got)))  # its float64 sums
+    np.testing.assert_allclose(sums, expected, rtol=1e-12)

@@ -1,4 +1,4 @@
-"""OpenCL's fused loop (crop + ratio, crop + update, crop + SHB's momentum update) equals the
+"""OpenCL's fused loop (crop + ratio, crop + update, crop + the accelerated updates) equals the
 separate kernels, bit for bit."""
 
 from __future__ import annotations
@@ -83,15 +83,17 @@ def test_fused_kernels_give_the_separate_kernels_result(
     case = (transform, boundary, acceleration, background, weights)
     fused, launches = _run(*case)
     expected = 0 if transform == "dct2" else 4  # one each per iteration; nothing to crop
-    shb = acceleration == "shb"
+    accelerated = acceleration is not None
     assert launches["crop_ratio"] == expected
-    assert launches["crop_update"] == (0 if shb else expected)
-    assert launches["momentum_update_partial"] == (4 if shb else 0)  # SHB's update, always
+    assert launches["crop_update"] == (0 if accelerated else expected)
+    # The accelerated updates are one reduction kernel each step, padded or not.
+    assert launches["accelerated_update_partial"] == (4 if accelerated else 0)
     assert launches["rl_ratio"] == 4 - expected
     crops = launches["crop"]  # the weights' set-up crops too
+    for name in ("correlate_update", "correlate_momentum_update", "correlate_change_update"):
+        monkeypatch.delattr(ob._FusedUpdates, name)
     for cls in (ob._FFTOperator, ob._PaddedDCTOperator):
-        for name in ("convolve_ratio", "correlate_update", "correlate_momentum"):
-            monkeypatch.delattr(cls, name)
+        monkeypatch.delattr(cls, "convolve_ratio")
     separate, launches = _run(*case)
     assert launches["crop_ratio"] == launches["crop_update"] == 0
     assert launches["crop"] == crops + 2 * expected  # the crops the fused kernels did

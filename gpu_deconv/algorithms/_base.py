@@ -169,16 +169,30 @@ class BackProjection:
     def momentum_update(
         self, x: Any, weights: Any, estimate: Any, alpha: float, point: Any, floor: float
     ) -> float:
-        """Take the clamped RL step from ``x`` into ``estimate``; extrapolate into ``point``.
+        """SHB's step from ``x`` (the ``point`` buffer or ``estimate`` itself) into ``estimate``.
 
-        ``x`` is the point the step is taken at (the ``point`` buffer or ``estimate`` itself);
-        see :meth:`Backend.momentum_update` for what is written and returned. Operators that
-        offer ``correlate_momentum`` fuse their crop into it.
+        See :meth:`Backend.momentum_update` for what is written and returned.
+        """
+        return self._fused("momentum_update", x, weights, floor, estimate, alpha, point)
+
+    def change_update(
+        self, x: Any, weights: Any, estimate: Any, change: Any, earlier: Any, floor: float
+    ) -> tuple[float, float]:
+        """Biggs' step from ``x`` into ``estimate``, its change into ``change``.
+
+        See :meth:`Backend.change_update` for what is written and returned.
+        """
+        return self._fused("change_update", x, weights, floor, estimate, change, earlier)
+
+    def _fused(self, name: str, x: Any, *args: Any) -> Any:
+        """Run ``Backend.<name>`` on the correction from ``x`` (or the operator's fused one).
+
+        An operator's ``correlate_<name>`` fuses its crop into the step.
         """
         m = self._model
         ratio = self._ratio(x)
-        fused = getattr(m.operator, "correlate_momentum", None)
+        fused = getattr(m.operator, f"correlate_{name}", None)
         if fused is not None:
-            return fused(ratio, x, weights, floor, estimate, alpha, point)
+            return fused(ratio, x, *args)
         correction = m.operator.correlate(ratio, out=self._correction)
-        return m.backend.momentum_update(x, correction, weights, floor, estimate, alpha, point)
+        return getattr(m.backend, name)(x, correction, *args)

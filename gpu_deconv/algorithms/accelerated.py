@@ -20,6 +20,8 @@ never the extrapolated point.
 SHB runs its update, restart test and next extrapolation as one pass over the estimate
 (``Backend.momentum_update``): it needs no copy of ``f_{k-1}``, since ``p_k - f_k`` is what the
 test reads and the new estimate is written over the old one only after the pass has read it.
+Biggs runs its update, its change ``G_k`` and the sums of its next momentum as one pass
+(``Backend.change_update``; ``<G_{k-1}, G_{k-1}>`` is the previous pass's second sum).
 """
 
 from __future__ import annotations
@@ -99,25 +101,25 @@ class BiggsAndrews:
         self._previous = be.copy(model.estimate)
         self._point = be.empty(plan.work_shape, model.dtype)
         self._back_project = BackProjection(model)
-        self._changes = [be.empty(plan.work_shape, model.dtype) for _ in range(2)]
+        # Zeros, not garbage: the first step's sum with the "earlier" change is unused.
+        self._changes = [be.full(plan.work_shape, 0.0, model.dtype) for _ in range(2)]
         self._steps = 0
-
-    def _momentum(self) -> float:
-        if self._steps < 2:  # needs two changes
-            return 0.0
-        be = self._model.backend
-        last, earlier = self._changes
-        ratio = be.dot(last, earlier) / (be.dot(earlier, earlier) + TINY)
-        return min(max(ratio, 0.0), 1.0)
+        self._momentum = 0.0
+        self._last_size = 0.0  # <G_{k-1}, G_{k-1}>
 
     def step(self) -> None:
-        """One iteration: extrapolate, RL step at the extrapolated point, record the change."""
+        """One iteration: extrapolate, then the RL step at the point with its change and sums."""
         m = self._model
-        be = m.backend
-        be.extrapolate(self.estimate, self._previous, self._momentum(), FLOOR, out=self._point)
+        m.backend.extrapolate(self.estimate, self._previous, self._momentum, FLOOR, self._point)
         weights = m.update_weights(self._point)
-        self._back_project.update(self._point, weights, out=self.estimate, floor=FLOOR)
-        self._steps += 1
-        # The new change replaces the older one: G_k into the buffer of G_{k-2}.
+        # The new change G_k goes into the buffer of G_{k-2}.
         self._changes.reverse()
-        be.subtract(self.estimate, self._point, out=self._changes[0])
+        change, earlier = self._changes
+        agreement, size = self._back_project.change_update(
+            self._point, weights, self.estimate, change, earlier, FLOOR
+        )
+        self._steps += 1
+        if self._steps >= 2:  # needs two changes
+            ratio = agreement / (self._last_size + TINY)
+            self._momentum = min(max(ratio, 0.0), 1.0)
+        self._last_size = size

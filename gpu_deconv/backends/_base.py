@@ -202,7 +202,8 @@ class Backend(Protocol):
     device_name : str
         The device it computes on; empty for the host.
     reduction_scratch : int
-        Bytes one float64 reduction (:meth:`dot`, :meth:`momentum_update`) holds while it runs.
+        Bytes one float64 reduction (:meth:`momentum_update`, :meth:`change_update`, the
+        stopping rules' terms) holds while it runs.
     """
 
     name: str
@@ -313,14 +314,6 @@ class Backend(Protocol):
         """
         ...
 
-    def subtract(self, a: Any, b: Any, out: Any) -> Any:
-        """Write ``a - b`` into ``out`` (``out`` may be ``a`` or ``b``)."""
-        ...
-
-    def dot(self, a: Any, b: Any) -> float:
-        """Return ``sum(a * b)`` accumulated in float64, computed where the arrays live."""
-        ...
-
     def momentum_update(
         self,
         point: Any,
@@ -339,6 +332,25 @@ class Backend(Protocol):
         when ``alpha > 0`` (``out`` is undefined after ``alpha == 0``), then ``f'`` over
         ``estimate``. ``point`` may be ``out`` or ``estimate``; ``correction`` and ``point``
         may be overwritten.
+        """
+        ...
+
+    def change_update(
+        self,
+        point: Any,
+        correction: Any,
+        weights: Any,
+        floor: float,
+        estimate: Any,
+        change: Any,
+        earlier: Any,
+    ) -> tuple[float, float]:
+        """Run Biggs' clamped update and record its change, in one pass.
+
+        Writes ``f' = max(point * correction * weights, floor)`` (0 where ``point`` or
+        ``weights`` is 0) over ``estimate`` and ``f' - point`` into ``change``; returns
+        ``sum(change * earlier)`` and ``sum(change * change)`` in float64. ``correction`` may
+        be overwritten.
         """
         ...
 

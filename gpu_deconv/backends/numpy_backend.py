@@ -433,12 +433,6 @@ class NumpyBackend:
         np.copyto(out, floor, where=lift)
         return out
 
-    def subtract(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return np.subtract(a, b, out=out)
-
-    def dot(self, a: np.ndarray, b: np.ndarray) -> float:
-        return _dot64(a, b)
-
     def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
         fresh = np.multiply(point, correction, out=correction)
         if weights is not None:
@@ -461,6 +455,11 @@ class NumpyBackend:
             np.copyto(out, 0, where=fresh == 0)  # voxels out of the estimate stay out
         np.copyto(estimate, fresh)
         return agreement
+
+    def change_update(self, point, correction, weights, floor, estimate, change, earlier):
+        self.clamped_update(point, correction, weights, floor, out=estimate)
+        np.subtract(estimate, point, out=change)
+        return _dot64(change, earlier), _dot64(change, change)
 
     def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
         kept = None if weights is None else weights > 0

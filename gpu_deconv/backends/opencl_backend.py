@@ -14,6 +14,7 @@ import importlib.resources
 import math
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,6 @@ KERNEL_FILES = (
     "keep_where",
     "extrapolate",
     "clamped_update",
-    "subtract",
     "tv_factor",
     "complex_multiply",
     "wiener_spectrum",
@@ -119,6 +119,12 @@ def _i32(*values: int) -> list[np.int32]:
     return [np.int32(v) for v in values]
 
 
+def _whole(array: Any) -> list[np.int32]:
+    """Crop arguments that read an unpadded array of ``array``'s shape as it is."""
+    _, n1, n2 = _shape3(array.shape)
+    return _i32(n1, n2, n1, n2, 0, 0, 0)
+
+
 def _optional(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
     """Kernel arguments of an optional buffer: the buffer (or any valid one) and whether it is."""
     return (stand_in if array is None else array).data, np.int32(array is not None)
@@ -161,23 +167,63 @@ def _crop_update(be, crop, padded, point, weights, floor: float | None, out) -> 
     return out
 
 
-def _momentum_update(be, crop_args, padded, point, weights, floor, estimate, alpha, out):
-    """Run ``momentum_update`` with the correction read out of ``padded`` at ``crop_args``."""
+def _accelerated_update(
+    be, crop_args, padded, point, weights, floor, estimate, mode, aux, alpha=0.0, earlier=None
+) -> list[float]:
+    """Run ``accelerated_update_partial`` (reductions.cl) in ``mode``; return its two sums.
+
+    The correction is read out of ``padded`` at ``crop_args``.
+    """
     # A GPU's items cover whole rows (reductions.cl): rows longer than the items are run as runs.
     contiguous = bool(be._contiguous_shares) or int(crop_args[1]) > be._reduction_items
     return be._reduce(
-        "momentum_update_partial",
+        "accelerated_update_partial",
         estimate,
-        out,
+        aux,
         point,
         padded,
         *_optional(weights, point),
         np.float32(floor),
         np.float32(alpha),
-        np.int32(alpha > 0),
+        np.int32(mode),
+        (point if earlier is None else earlier).data,
         *crop_args,
+        outputs=2,
         contiguous=contiguous,
-    )[0]
+    )
+
+
+class _FusedUpdates:
+    """The updates (plain and accelerated) with a padded operator's crop fused in.
+
+    The operator provides ``_correlated(y)``: the padded buffer holding ``correlate(y)`` and the
+    crop (kernel arguments, work size).
+    """
+
+    _be: OpenCLBackend
+    _correlated: Callable[[Any], tuple[Any, tuple[list[np.int32], tuple[int, int, int]]]]
+
+    def correlate_update(self, y, point, weights, floor: float | None, out):
+        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
+        padded, crop = self._correlated(y)
+        return _crop_update(self._be, crop, padded, point, weights, floor, out)
+
+    def correlate_momentum_update(self, y, point, weights, floor, estimate, alpha, out) -> float:
+        """``Backend.momentum_update`` by the correction ``correlate(y)``."""
+        padded, crop = self._correlated(y)
+        mode = 1 if alpha > 0 else 0
+        sums = _accelerated_update(
+            self._be, crop[0], padded, point, weights, floor, estimate, mode, out, alpha
+        )
+        return sums[0]
+
+    def correlate_change_update(self, y, point, weights, floor, estimate, change, earlier):
+        """``Backend.change_update`` by the correction ``correlate(y)``."""
+        padded, crop = self._correlated(y)
+        sums = _accelerated_update(
+            self._be, crop[0], padded, point, weights, floor, estimate, 2, change, 0.0, earlier
+        )
+        return sums[0], sums[1]
 
 
 class OpenCLBackend:
@@ -330,10 +376,6 @@ class OpenCLBackend:
         )
         return out
 
-    def subtract(self, a: Any, b: Any, out: Any) -> Any:
-        self.launch("subtract", (out.size,), out.data, a.data, b.data)
-        return out
-
     def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
         import pyopencl.array as cla
 
@@ -392,15 +434,19 @@ class OpenCLBackend:
             np.float64(gain),
         )[0]
 
-    def dot(self, a: Any, b: Any) -> float:
-        return self._reduce("dot_partial", a, b)[0]
-
     def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
-        _, n1, n2 = _shape3(estimate.shape)
-        whole = _i32(n1, n2, n1, n2, 0, 0, 0)  # the correction is unpadded: no offset
-        return _momentum_update(
-            self, whole, correction, point, weights, floor, estimate, alpha, out
+        mode = 1 if alpha > 0 else 0
+        sums = _accelerated_update(
+            self, _whole(estimate), correction, point, weights, floor, estimate, mode, out, alpha
         )
+        return sums[0]
+
+    def change_update(self, point, correction, weights, floor, estimate, change, earlier):
+        sums = _accelerated_update(
+            self, _whole(estimate), correction, point, weights, floor, estimate, 2, change, 0.0,
+            earlier,
+        )  # fmt: skip
+        return sums[0], sums[1]
 
     def _reduce(
         self, name: str, first: Any, *args: Any, outputs: int = 1, contiguous: bool | None = None
@@ -427,8 +473,7 @@ class OpenCLBackend:
                     "use a fixed count without them, or backend='numpy'"
                 ) from exc
             names = (
-                "dot_partial",
-                "momentum_update_partial",
+                "accelerated_update_partial",
                 "discrepancy_partial",
                 "holdout_partial",
             )
@@ -722,7 +767,7 @@ class _DCTOperator:
     correlate = convolve
 
 
-class _PaddedDCTOperator(_DCTOperator):
+class _PaddedDCTOperator(_FusedUpdates, _DCTOperator):
     """``"dct2-padded"``, its crop fused into the ratio and the update.
 
     (The unpadded DCT has no crop to fuse: the loop runs its plain ratio and update kernels.)
@@ -733,21 +778,11 @@ class _PaddedDCTOperator(_DCTOperator):
         work = self._blur(x, out)
         return _crop_ratio(self._be, self._crop, work, observed, eps, out, background, offset)
 
-    def correlate_update(self, y, point, weights, floor: float | None, out):
-        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
-        work = self._blur(y, y)
-        return _crop_update(self._be, self._crop, work, point, weights, floor, out)
-
-    def correlate_momentum(self, y, point, weights, floor, estimate, alpha, out) -> float:
-        """``momentum_update`` by the correction ``correlate(y)``, crop fused in."""
-        work = self._blur(y, y)
-        crop_args = self._crop[0]
-        return _momentum_update(
-            self._be, crop_args, work, point, weights, floor, estimate, alpha, out
-        )
+    def _correlated(self, y):
+        return self._blur(y, y), self._crop
 
 
-class _FFTOperator:
+class _FFTOperator(_FusedUpdates):
     """Padded in-place real FFT blur with a precomputed OTF.
 
     Same-shape modes pad the input with its boundary extension and crop the result. With
@@ -829,19 +864,9 @@ class _FFTOperator:
         crop = self._convolve[1]
         return _crop_ratio(self._be, crop, self._buffer, observed, eps, out, background, offset)
 
-    def correlate_update(self, y, point, weights, floor: float | None, out):
-        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
+    def _correlated(self, y):
         self._transform(y, self._correlate)
-        crop = self._correlate[1]
-        return _crop_update(self._be, crop, self._buffer, point, weights, floor, out)
-
-    def correlate_momentum(self, y, point, weights, floor, estimate, alpha, out) -> float:
-        """``momentum_update`` by the correction ``correlate(y)``, crop fused in."""
-        self._transform(y, self._correlate)
-        crop_args = self._correlate[1][0]
-        return _momentum_update(
-            self._be, crop_args, self._buffer, point, weights, floor, estimate, alpha, out
-        )
+        return self._buffer, self._correlate[1]
 
     def correlate(self, x, out):
         return self._apply(x, out, self._correlate)

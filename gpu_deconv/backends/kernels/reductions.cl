@@ -24,57 +24,53 @@ inline void share(const unsigned long n, const int contiguous, size_t *first, si
     }
 }
 
-__kernel void dot_partial(__global double *partial, __global const float *a,
-                          __global const float *b, const unsigned long n,
-                                 const int contiguous)
+// The accelerated update of voxel i, its correction at padded[k], over the estimate f:
+//   f' = max(x c w, floor) where x > 0 and w > 0, else 0        (as clamped_update)
+// then by mode. SHB (0, 1): sum1 += (f' - f)(x - f), the restart test's term, and in mode 1
+// the next point aux = f' > 0 ? max(f' + alpha (f' - f), floor) : 0. Biggs (2): the change
+// aux = f' - x, sum1 += aux * earlier, sum2 += aux * aux (its momentum's sums).
+// x may alias aux (SHB) or the estimate: each voxel is read before it is written.
+inline void accelerated_voxel(const size_t i, const size_t k, __global float *estimate,
+                              __global float *aux, __global const float *x,
+                              __global const float *padded, __global const float *weights,
+                              const int has_weights, const float floor_value,
+                              const float alpha, const int mode,
+                              __global const float *earlier, double *sum1, double *sum2)
 {
-    const size_t j = get_global_id(0);
-    size_t first, end, step;
-    share(n, contiguous, &first, &end, &step);
-    double acc = 0.0;
-    for (size_t i = first; i < end; i += step) {
-        acc += (double)a[i] * (double)b[i];
-    }
-    partial[j] = acc;
-}
-
-// The accelerated (SHB) update fused with its restart test and the next extrapolation, for
-// voxel i of the estimate, its correction at padded[k]; f is the old estimate:
-//   f' = max(x c w, floor) where x > 0 and w > 0, else 0         (as clamped_update)
-//   returns (f' - f)(x - f)                                        (the restart test's term)
-//   point = f' > 0 ? max(f' + alpha (f' - f), floor) : 0          (when extrapolate)
-//   f = f'
-// x may alias point or the estimate: each voxel is read before it is written.
-inline double momentum_voxel(const size_t i, const size_t k, __global float *estimate,
-                             __global float *point, __global const float *x,
-                             __global const float *padded, __global const float *weights,
-                             const int has_weights, const float floor_value, const float alpha,
-                             const int extrapolate)
-{
-    const float p = x[i], f = estimate[i];
+    const float p = x[i];
     const float w = has_weights ? weights[i] : 1.0f;
     const float fresh = (p > 0.0f && w > 0.0f) ? at_least(p * padded[k] * w, floor_value) : 0.0f;
-    if (extrapolate) {
-        point[i] = fresh > 0.0f ? at_least(fresh + alpha * (fresh - f), floor_value) : 0.0f;
+    if (mode == 2) {
+        const float change = fresh - p;
+        aux[i] = change;
+        *sum1 += (double)change * (double)earlier[i];
+        *sum2 += (double)change * (double)change;
+    } else {
+        const float f = estimate[i];
+        *sum1 += ((double)fresh - (double)f) * ((double)p - (double)f);
+        if (mode == 1) {
+            aux[i] = fresh > 0.0f ? at_least(fresh + alpha * (fresh - f), floor_value) : 0.0f;
+        }
     }
     estimate[i] = fresh;
-    return ((double)fresh - (double)f) * ((double)p - (double)f);
 }
 
-// momentum_voxel over the estimate (planes of n1 rows of n2), the correction read out of the
-// padded domain (offset b0, b1, b2; planes of m1 rows of `row_stride` floats); partial[j]
-// sums the restart test's terms. A CPU's items take runs of whole rows. A GPU's item j takes
-// column j % n2 of every R-th row from j / n2 (R = G / n2, G >= n2), so neighbouring items
-// read neighbouring voxels. Row coordinates advance with carries: no division per voxel.
-__kernel void momentum_update_partial(__global double *partial, __global float *estimate,
-                                      __global float *point, __global const float *x,
-                                      __global const float *padded,
-                                      __global const float *weights, const int has_weights,
-                                      const float floor_value, const float alpha,
-                                      const int extrapolate, const int n1, const int n2,
-                                      const int m1, const int row_stride, const int b0,
-                                      const int b1, const int b2, const unsigned long n,
-                                      const int contiguous)
+// accelerated_voxel over the estimate (planes of n1 rows of n2), the correction read out of
+// the padded domain (offset b0, b1, b2; planes of m1 rows of `row_stride` floats); partial[j]
+// and partial[G + j] hold item j's sum1 and sum2. A CPU's items take runs of whole rows (the
+// crop offset is found once per row). A GPU's item j takes column j % n2 of every R-th row
+// from j / n2 (R = G / n2, G >= n2), so neighbouring items read neighbouring voxels. Row
+// coordinates advance with carries: no division per voxel.
+__kernel void accelerated_update_partial(__global double *partial, __global float *estimate,
+                                         __global float *aux, __global const float *x,
+                                         __global const float *padded,
+                                         __global const float *weights, const int has_weights,
+                                         const float floor_value, const float alpha,
+                                         const int mode, __global const float *earlier,
+                                         const int n1, const int n2, const int m1,
+                                         const int row_stride, const int b0, const int b1,
+                                         const int b2, const unsigned long n,
+                                         const int contiguous)
 {
     const size_t rows = n / n2;
     size_t r, r_end, r_step;
@@ -93,12 +89,12 @@ __kernel void momentum_update_partial(__global double *partial, __global float *
     }
     int i1 = (int)(r % n1), i0 = (int)(r / n1);
     const int d1 = (int)(r_step % n1), d0 = (int)(r_step / n1);
-    double acc = 0.0;
+    double sum1 = 0.0, sum2 = 0.0;
     for (; r < r_end; r += r_step) {
         const size_t row = padded_index(i0, i1, 0, m1, row_stride, b0, b1, b2);
         for (int c = c_first; c < c_end; c++) {
-            acc += momentum_voxel(r * n2 + c, row + c, estimate, point, x, padded, weights,
-                                  has_weights, floor_value, alpha, extrapolate);
+            accelerated_voxel(r * n2 + c, row + c, estimate, aux, x, padded, weights,
+                              has_weights, floor_value, alpha, mode, earlier, &sum1, &sum2);
         }
         i1 += d1;
         i0 += d0;
@@ -107,7 +103,8 @@ __kernel void momentum_update_partial(__global double *partial, __global float *
             i0 += 1;
         }
     }
-    partial[get_global_id(0)] = acc;
+    partial[get_global_id(0)] = sum1;
+    partial[get_global_size(0) + get_global_id(0)] = sum2;
 }
 
 // The Poisson model mean of a voxel in the data's units: gain (blurred + background + offset),
