@@ -137,3 +137,42 @@ def test_direct_convolution_kernels(cl, shape, boundary, method):
     for ours, theirs in ((gd.convolve, ndi.convolve), (gd.correlate, ndi.correlate)):
         result = ours(image, psf, backend=cl, method=method, boundary=boundary)
         np.testing.assert_allclose(result, theirs(image, psf, mode=boundary), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("contiguous", [1, 0])
+@pytest.mark.parametrize("mode", [0, 1, 2])  # SHB, SHB extrapolating, Biggs
+def test_accelerated_update_reads_the_crop(cl, monkeypatch, mode, contiguous):
+    """The accelerated update's correction out of a padded buffer, both ways items share rows.
+
+    Rows wider than the data (as for in-place real FFTs) and an offset crop: what Oclgrind
+    checks for out-of-bounds reads and races (``make check-kernels``).
+    """
+    from gpu_deconv.backends.opencl_backend import _accelerated_update, _i32
+
+    rng = np.random.default_rng(9)
+    shape, padded, before, row = (5, 6, 7), (9, 10, 12), (2, 3, 1), 14
+    buffer = (rng.random((*padded[:2], row)) + 0.5).astype(np.float32)
+    correction = buffer[tuple(slice(b, b + n) for b, n in zip(before, shape))]
+    point, estimate, weights, earlier = (
+        (rng.random(shape) + 0.1).astype(np.float32) for _ in range(4)
+    )
+    monkeypatch.setattr(cl, "_contiguous_shares", np.int32(contiguous))
+    est, aux = device(cl, estimate), device(cl, np.zeros(shape))
+    crop_args = _i32(shape[1], shape[2], padded[1], row, *before)
+    sums = _accelerated_update(
+        cl, crop_args, device(cl, buffer), device(cl, point), device(cl, weights), 1e-30, est,
+        mode, aux, 0.5, device(cl, earlier),
+    )  # fmt: skip
+    fresh = point.astype(np.float64) * correction * weights
+    np.testing.assert_allclose(est.get(), fresh, rtol=3e-7)
+    f = estimate.astype(np.float64)
+    if mode == 2:
+        change = fresh - point
+        np.testing.assert_allclose(aux.get(), change, rtol=0, atol=3e-7)
+        expected = [np.sum(change * earlier), np.sum(change * change)]
+    else:
+        expected = [np.sum((fresh - f) * (point - f)), 0.0]
+        following = np.maximum(fresh + 0.5 * (fresh - f), 1e-30)  # clamped at the floor
+        written = following if mode == 1 else np.zeros(shape)
+        np.testing.assert_allclose(aux.get(), written, rtol=0, atol=3e-7)
+    np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-6)
