@@ -341,14 +341,14 @@ class Backend(Protocol):
         correction: Any,
         weights: Any,
         floor: float,
-        estimate: Any,
+        out: Any,
         change: Any,
         earlier: Any,
     ) -> tuple[float, float]:
         """Run Biggs' clamped update and record its change, in one pass.
 
         Writes ``f' = max(point * correction * weights, floor)`` (0 where ``point`` or
-        ``weights`` is 0) over ``estimate`` and ``f' - point`` into ``change``; returns
+        ``weights`` is 0) into ``out`` and ``f' - point`` into ``change``; returns
         ``sum(change * earlier)`` and ``sum(change * change)`` in float64. ``correction`` may
         be overwritten.
         """

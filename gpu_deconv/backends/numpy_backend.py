@@ -456,9 +456,9 @@ class NumpyBackend:
         np.copyto(estimate, fresh)
         return agreement
 
-    def change_update(self, point, correction, weights, floor, estimate, change, earlier):
-        self.clamped_update(point, correction, weights, floor, out=estimate)
-        np.subtract(estimate, point, out=change)
+    def change_update(self, point, correction, weights, floor, out, change, earlier):
+        self.clamped_update(point, correction, weights, floor, out=out)
+        np.subtract(out, point, out=change)
         return _dot64(change, earlier), _dot64(change, change)
 
     def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:

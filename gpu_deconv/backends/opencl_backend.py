@@ -217,11 +217,11 @@ class _FusedUpdates:
         )
         return sums[0]
 
-    def correlate_change_update(self, y, point, weights, floor, estimate, change, earlier):
+    def correlate_change_update(self, y, point, weights, floor, out, change, earlier):
         """``Backend.change_update`` by the correction ``correlate(y)``."""
         padded, crop = self._correlated(y)
         sums = _accelerated_update(
-            self._be, crop[0], padded, point, weights, floor, estimate, 2, change, 0.0, earlier
+            self._be, crop[0], padded, point, weights, floor, out, 2, change, 0.0, earlier
         )
         return sums[0], sums[1]
 
@@ -441,11 +441,10 @@ class OpenCLBackend:
         )
         return sums[0]
 
-    def change_update(self, point, correction, weights, floor, estimate, change, earlier):
+    def change_update(self, point, correction, weights, floor, out, change, earlier):
         sums = _accelerated_update(
-            self, _whole(estimate), correction, point, weights, floor, estimate, 2, change, 0.0,
-            earlier,
-        )  # fmt: skip
+            self, _whole(out), correction, point, weights, floor, out, 2, change, 0.0, earlier
+        )
         return sums[0], sums[1]
 
     def _reduce(
