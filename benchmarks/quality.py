@@ -764,9 +764,10 @@ def init_summary(d: dict) -> str:
         + (
             f'By these numbers the default should be `init="{d["choice"]}"`.'
             if d["choice"]
-            else "Neither start is better by more than 2% across the cases, so the default "
-            "stays `init=\"observed\"` (the tutorial's and SimpleITK's); the flat start pays "
-            'where the per-case ratio is below 1 (pass `init="mean"` there).'
+            else "Over all cases the geometric mean is within 2% of 1, while single cases "
+            'go either way, so the default stays `init="observed"` (the tutorial\'s and '
+            "SimpleITK's); the flat start pays where the per-case ratio is below 1 (pass "
+            '`init="mean"` there).'
         )
     )
 

@@ -507,9 +507,12 @@ def deconvolve(
         _regularization.check_spacing(spacing, image.ndim),
     )
     if rule == "holdout":
+        if problem.read_noise:  # checked first: the shifted image is not integer-valued
+            raise ValueError(
+                "stop='holdout' splits Poisson counts and Gaussian read noise does not split: "
+                "with read_noise use stop='discrepancy'"
+            )
         _stopping.check_counts(image)
-        if problem.read_noise:
-            raise ValueError("stop='holdout' splits Poisson counts; read noise does not split")
     keep = sorted({*wanted, count}) if count is not None else []
     options = _Options(algorithm, problem, monitored=return_info or rule is not None)
     plan = tiling.plan_for_backend(
@@ -666,9 +669,12 @@ def _solve(
     image = p.image
     # The image holds the data plus the read noise's variance (see deconvolve).
     variance = p.read_noise**2
-    level = p.background + variance
     start = v.initial_estimate(
-        v.default_init(p.boundary) if p.init is None else p.init, image, p.mask, level
+        v.default_init(p.boundary) if p.init is None else p.init,
+        image,
+        p.mask,
+        p.background,
+        shift=variance,
     )
     image, start, psf, eps, exponent = _scaling.scale_problem(image, start, p.psf, p.eps)
     scale = math.ldexp(1.0, -exponent)  # data units per photon
@@ -755,9 +761,18 @@ def _solve(
         if not info.rule_met:
             warnings.warn(
                 f"stop={rule!r} was not met in max_iterations={limit}: the model does not fit "
-                "the data (a background left out, invented edges: try boundary='estimate', "
-                "background=; data not in photons for 'discrepancy'); the result is the last "
-                "iterate",
+                "the data (a background or read noise left out, invented edges: try "
+                "boundary='estimate', background=, read_noise=; data not in photons for "
+                "'discrepancy'); the result is the last iterate",
+                StoppingWarning,
+                stacklevel=stacklevel,
+            )
+        elif rule == "discrepancy" and _stopping.under_dispersed(info.history[0]):
+            warnings.warn(
+                "stop='discrepancy' chose 0 iterations: the start fits the data far better "
+                "than Poisson noise allows. Camera data with their offset left in, or not in "
+                "photons, do that (convert them: offset=, gain=); so can an observed start with "
+                "a PSF of about one pixel. The result is the start",
                 StoppingWarning,
                 stacklevel=stacklevel,
             )

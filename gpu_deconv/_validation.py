@@ -243,7 +243,11 @@ def default_init(boundary: str) -> str:
 
 
 def initial_estimate(
-    init: Any, image: np.ndarray, mask: np.ndarray | None = None, background: Any = 0.0
+    init: Any,
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    background: Any = 0.0,
+    shift: float = 0.0,
 ) -> np.ndarray | float:
     """Return the starting estimate: an array of the image's shape and dtype, or a scalar.
 
@@ -251,13 +255,20 @@ def initial_estimate(
     ``mask`` keeps, if given) and numbers give a scalar that the backend broadcasts on the
     device, so no extra transfer is needed. With a background ``b``, ``"mean"`` is the mean of
     ``image - b`` (the object's share of the light), or 1% of the image's mean where the
-    background accounts for all of it.
+    background accounts for all of it. ``shift`` is what the image holds beyond the data (the
+    read noise's variance): both starts leave it out. Then ``"observed"`` is a new array,
+    raised to 1% of its mean where it is lower: the shift keeps slightly negative data, which
+    would otherwise start, and so stay, at 0.
     """
     if isinstance(init, str):
         _choice(init, "init", INIT_MODES)
         if init == "observed":
-            return image
-        mean = float(image.mean() if mask is None else image[mask].mean())
+            if not shift:
+                return image
+            data = np.maximum(image - image.dtype.type(shift), 0)
+            level = image.dtype.type(0.01 * float(data.mean()))
+            return np.maximum(data, level, out=data)
+        mean = float(image.mean() if mask is None else image[mask].mean()) - shift
         if mean <= 0:
             raise ValueError("init='mean' needs an image with a positive mean")
         if isinstance(background, np.ndarray):

@@ -63,8 +63,9 @@ def model_rl(
 ):
     """Richardson-Lucy under the full model, float64; ``margin`` for ``boundary="estimate"``.
 
-    ``init``: "observed" (the data plus the variance), "mean" (flat: mean of the data less
-    background), or a number. Returns the estimate on the image's grid.
+    ``init``: "observed" (the data, clipped at 0 and, with read noise, raised to 1% of its
+    mean), "mean" (flat: mean of the data less background), or a number. Returns the estimate
+    on the image's grid.
     """
     variance = read_noise**2
     g = np.maximum(np.asarray(image, np.float64) + variance, 0)
@@ -96,10 +97,12 @@ def model_rl(
     v = adjoint(m) if weighted else np.ones(work)
     kept = v > UNOBSERVED
     if init == "observed":
-        f = g.copy()
+        data = np.maximum(g - variance, 0)
+        f = np.maximum(data, 0.01 * data.mean()) if variance else data
     elif init == "mean":
-        light = (g * m).sum() / m.sum() - (b * m).sum() / m.sum() - variance
-        f = np.full(work, max(light, 0.01 * (g * m).sum() / m.sum()))
+        mean = (g * m).sum() / m.sum() - variance
+        light = mean - (b * m).sum() / m.sum()
+        f = np.full(work, max(light, 0.01 * mean))
     else:
         f = np.full(work, float(init))
     f = np.where(kept, f, 0.0)

@@ -91,6 +91,22 @@ def test_relative_rule_and_its_tolerance(backend):
     assert loose.iterations <= k
 
 
+def test_a_rule_met_before_any_iteration_warns():
+    # Camera data with their offset left in are under-dispersed for Poisson counts: from the
+    # observed start the discrepancy is below its target before any iteration.
+    image, psf = _photons((32, 32), seed=3)
+    raw = image * 2.1 + 100.0
+    with pytest.warns(gd.StoppingWarning, match="chose 0 iterations") as caught:
+        result, info = gd.richardson_lucy(raw, psf, "auto", backend="numpy", return_info=True)
+    assert caught[0].filename == __file__
+    assert info.iterations == 0 and info.rule_met
+    np.testing.assert_array_equal(result, raw)  # the start, as the warning says
+    _, converted = gd.richardson_lucy(
+        image, psf, "auto", backend="numpy", init="mean", background=4.0, return_info=True
+    )
+    assert converted.iterations > 0  # photons, a flat start: a count, and no warning
+
+
 def test_max_iterations_bounds_a_rule_that_never_stops():
     image, psf = _photons((24, 24), seed=4)
     # Data far from Poisson (scaled by 1e3): the discrepancy cannot reach its target.
@@ -163,6 +179,8 @@ def test_monitoring_pulls_no_image(backend):
         (("auto",), dict(stop="relative", tolerance=2.0), r"tolerance must lie in \(0, 1\)"),
         (("forever",), dict(), "iterations must be an int >= 0 or 'auto'"),
         (("auto",), dict(stop="holdout", read_noise=1.0), "read noise does not split"),
+        # Not "not integer-valued": the shifted image (1 + 1.6^2) is, but that is not why.
+        (("auto",), dict(stop="holdout", read_noise=1.6), "with read_noise use stop="),
         ((5,), dict(return_info="yes"), "return_info must be True or False"),
     ],
 )
