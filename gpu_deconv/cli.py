@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -809,8 +810,6 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> None:
-    import warnings
-
     from .backends import get_backend
     from .backends._opencl_devices import list_devices
 
@@ -901,6 +900,21 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show warnings as ``gpu-deconv: warning: ...`` lines while inside (not file and line)."""
+    original = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        return f"gpu-deconv: warning: {' '.join(str(message).split())}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
 def _one_line(exc: BaseException) -> str:
     """Return the message of ``exc`` on one line (an ``OSError``: its reason and file names)."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -935,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers.update(calibrate=_calibrate)
     handlers.update(wiener=_cli_filters.run, tikhonov=_cli_filters.run)
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(), _warnings_as_lines():
             code = handlers[args.command](args)
     except (
         ValueError,

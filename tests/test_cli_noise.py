@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,3 +131,17 @@ def test_info_refuses_a_lazy_run_and_an_existing_file(camera, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert run(paths, tmp_path / "out.zarr", "-n", 3, "--info", tmp_path / "new.json") == 2
     assert "--info needs a TIFF to TIFF run" in capsys.readouterr().err
+
+
+def test_warnings_are_one_line_each(camera, tmp_path):
+    # Raw ADU with the offset left in: the discrepancy rule warns (chose 0 iterations). The
+    # CLI shows it as its own line, not Python's file, line number and source. A separate
+    # process: this suite turns warnings into errors.
+    _, _, paths = camera
+    argv = ["run", str(paths["image"]), "--psf", str(paths["psf"]), "-n", "auto", "-q"]
+    argv += ["-o", str(tmp_path / "out.tif"), "--backend", "numpy"]
+    code = f"from gpu_deconv.cli import main; raise SystemExit(main({argv!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu-deconv: warning: stop='discrepancy'")
