@@ -691,25 +691,27 @@ def _run_lazy(args: argparse.Namespace) -> None:
     zarr_out = is_zarr(args.output)
     if zarr_out and args.output_dtype not in ("float32", "float64"):
         raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
-    check_output_path(args.output, args.overwrite, inputs=_inputs(args))
+    for path in [args.output] + ([args.info] if args.info else []):
+        check_output_path(path, args.overwrite, inputs=_inputs(args))  # before the work
     image = open_lazy(args.image)
     if not zarr_out:  # TIFFs are written uncompressed: their size is known now
         check_free_space(args.output.parent, image.size * np.dtype(args.output_dtype).itemsize)
     chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
     mask = None if args.mask is None else open_lazy(args.mask) != 0
-    if args.info is not None:
-        raise ValueError("--info needs a TIFF to TIFF run without --scheduler")
     camera = _Camera(args)
     voxel = read_tiff_voxel_size(args.image) if not is_zarr(args.image) else None
-    result = gdd.richardson_lucy(
+    result, info = gdd.richardson_lucy(
         camera.photons(image),
         read_image(args.psf).data,
         args.iterations,
         chunks=chunks,
         mask=mask,
+        return_info=True,
         **_model_options(args, camera, open_lazy, voxel),
         **_options(args),
     )
+    if args.info is not None:  # -n auto: the central chunk's records
+        _write_info(args.info, info, args.overwrite)
     result = camera.output(result)
     if not zarr_out:
         from .io import convert_for_output

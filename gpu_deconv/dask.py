@@ -31,7 +31,7 @@ from . import _validation as v
 from ._noise import check_background, check_read_noise
 from ._regularization import check_regularization, check_spacing
 from ._rl import richardson_lucy as _richardson_lucy
-from ._stopping import check_stop
+from ._stopping import Info, check_stop
 from .backends import available_backends, backend_dtypes
 from .tiling import resolve_overlap, window_boundary
 
@@ -74,6 +74,7 @@ def richardson_lucy(
     stop: str | None = None,
     max_iterations: int | None = None,
     tolerance: float | None = None,
+    return_info: bool = False,
 ) -> Any:
     """Deconvolve a dask array chunk by chunk, lazily (see the module docstring).
 
@@ -117,11 +118,17 @@ def richardson_lucy(
         more than its worker's backend offers, is deconvolved in tiles
         (``tile_shape="auto"`` of :func:`gpu_deconv.richardson_lucy`).
 
+    return_info : bool, optional
+        Also return a :class:`gpu_deconv.Info`: with ``"auto"``, the central chunk's (its
+        count, history and rule), to fix the count for other data; with a fixed count, that
+        count and no history (the chunks have not run yet).
+
     Returns
     -------
-    dask.array.Array
+    dask.array.Array or (dask.array.Array, Info)
         The lazy estimate after ``iterations`` iterations, chunked like the (rechunked)
-        input, except that dask merges chunks thinner than the overlap with a neighbour.
+        input, except that dask merges chunks thinner than the overlap with a neighbour; with
+        ``return_info``, the pair.
 
     Raises
     ------
@@ -186,8 +193,10 @@ def richardson_lucy(
         regularization=regularization,
         spacing=spacing,
     )
+    if not isinstance(return_info, bool):
+        raise TypeError(f"return_info must be True or False, got {return_info!r}")
     if count is None:
-        options["iterations"] = _central_count(
+        info = _central_info(
             image,
             fields,
             depth,
@@ -197,9 +206,12 @@ def richardson_lucy(
             max_iterations=limit,
             tolerance=tolerance if rule == "relative" else None,
         )
+        options["iterations"] = info.iterations
+    else:
+        info = Info(count)  # no history: the chunks have not run
     if "background" not in fields:
         options["background"] = background
-    return da.map_overlap(
+    result = da.map_overlap(
         functools.partial(_deconvolve_block, names=tuple(fields), **options),
         image,
         *fields.values(),
@@ -208,6 +220,7 @@ def richardson_lucy(
         dtype=compute_dtype,
         meta=np.empty((0,) * image.ndim, compute_dtype),
     )
+    return (result, info) if return_info else result
 
 
 def _lazy_input(image, psf, backend, dtype, normalize_psf, overlap, chunks, nonnegative=True):
@@ -425,8 +438,8 @@ def _dask_field(values: Any, image: Any, dtype: np.dtype) -> Any:
     return values.astype(dtype).rechunk(image.chunks)
 
 
-def _central_count(image, fields, depth, options, background, **rule) -> int:
-    """Run the stopping rule on the chunk holding the centre, with its overlap; return its count.
+def _central_info(image, fields, depth, options, background, **rule) -> Info:
+    """Run the stopping rule on the chunk holding the centre, with its overlap; return its info.
 
     The window is deconvolved as a tile would be (``window_boundary``), in memory.
     """
@@ -466,7 +479,7 @@ def _central_count(image, fields, depth, options, background, **rule) -> int:
     logger.info(
         "iterations='auto' (%s): %d, chosen on the central chunk", rule["stop"], info.iterations
     )
-    return info.iterations
+    return info
 
 
 def _initial_value(init: Any, image: Any, mask: Any, background: Any = 0.0) -> str | float:

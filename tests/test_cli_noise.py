@@ -123,14 +123,23 @@ def test_bad_options_exit_2_with_one_line(camera, tmp_path, capsys, extra, messa
     assert not out.exists()
 
 
-def test_info_refuses_a_lazy_run_and_an_existing_file(camera, tmp_path, capsys):
-    _, _, paths = camera
+def test_info_of_a_lazy_run_and_an_existing_file(camera, tmp_path, capsys):
+    photons, psf, paths = camera
     record = tmp_path / "run.json"
     record.write_text("{}")
-    assert run(paths, tmp_path / "out.tif", "-n", 3, "--info", record) == 2
-    assert "exists" in capsys.readouterr().err
-    assert run(paths, tmp_path / "out.zarr", "-n", 3, "--info", tmp_path / "new.json") == 2
-    assert "--info needs a TIFF to TIFF run" in capsys.readouterr().err
+    for out in (tmp_path / "out.tif", tmp_path / "out.zarr"):  # in memory, and lazy
+        assert run(paths, out, "-n", 3, "--info", record) == 2
+        assert "exists" in capsys.readouterr().err and not out.exists()
+    # The lazy (zarr) run writes the central chunk's records, as the dask API returns them.
+    lazy = tmp_path / "lazy.json"
+    camera_args = ("--offset", OFFSET, "--gain", GAIN, "--background", OFFSET + 3 * GAIN)
+    assert run(paths, tmp_path / "out.zarr", "-n", "auto", *camera_args, "--info", lazy) == 0
+    from gpu_deconv.dask import richardson_lucy as dask_rl
+
+    _, info = dask_rl(photons, psf, "auto", backend="numpy", background=3.0, return_info=True)
+    saved = json.loads(lazy.read_text())
+    assert saved["iterations"] == info.iterations and saved["stop"] == "discrepancy"
+    assert len(saved["history"]) == info.iterations + 1
 
 
 def test_warnings_are_one_line_each(camera, tmp_path):

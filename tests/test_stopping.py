@@ -149,11 +149,18 @@ def test_auto_with_tiles_runs_every_tile_for_the_central_count(backend):
     np.testing.assert_array_equal(result, fixed)
     from gpu_deconv.dask import richardson_lucy as dask_rl
 
-    lazy = dask_rl(image, psf, "auto", backend=backend, background=4.0, chunks=(24, 25), overlap=8)
-    chunked = dask_rl(
-        image, psf, info.iterations, backend=backend, background=4.0, chunks=(24, 25), overlap=8
-    )
+    lazy, central = dask_rl(
+        image, psf, "auto", backend=backend, background=4.0, chunks=(24, 25), overlap=8,
+        stop="holdout", return_info=True,
+    )  # fmt: skip
+    chunked, fixed = dask_rl(
+        image, psf, central.iterations, backend=backend, background=4.0, chunks=(24, 25),
+        overlap=8, return_info=True,
+    )  # fmt: skip
     np.testing.assert_array_equal(lazy.compute(), chunked.compute())
+    assert central.stop == "holdout" and len(central.holdout_iterations) == 2
+    assert len(central.history) == central.iterations + 1  # the central chunk's records
+    assert fixed.iterations == central.iterations and fixed.stop is None and not fixed.history
 
 
 def test_monitoring_pulls_no_image(backend):
