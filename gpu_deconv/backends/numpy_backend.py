@@ -434,14 +434,7 @@ class NumpyBackend:
         return out
 
     def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
-        fresh = np.multiply(point, correction, out=correction)
-        if weights is not None:
-            fresh *= weights
-        low = fresh < floor  # as in clamped_update
-        low &= point > 0
-        if weights is not None:
-            low &= weights > 0
-        np.copyto(fresh, floor, where=low)
+        fresh = self.clamped_update(point, correction, weights, floor, out=correction)
         agreement = 0.0
         if point is not estimate:
             np.subtract(point, estimate, out=point)  # p - f: the point is not needed again

@@ -193,6 +193,23 @@ def _accelerated_update(
     )
 
 
+def _momentum_update(be, crop_args, padded, point, weights, floor, estimate, alpha, out):
+    """``Backend.momentum_update``, the correction read out of ``padded`` at ``crop_args``."""
+    mode = 1 if alpha > 0 else 0  # 1: also write the next point
+    sums = _accelerated_update(
+        be, crop_args, padded, point, weights, floor, estimate, mode, out, alpha
+    )
+    return sums[0]
+
+
+def _change_update(be, crop_args, padded, point, weights, floor, out, change, earlier):
+    """``Backend.change_update``, the correction read out of ``padded`` at ``crop_args``."""
+    sums = _accelerated_update(
+        be, crop_args, padded, point, weights, floor, out, 2, change, 0.0, earlier
+    )
+    return sums[0], sums[1]
+
+
 class _FusedUpdates:
     """The updates (plain and accelerated) with a padded operator's crop fused in.
 
@@ -211,19 +228,16 @@ class _FusedUpdates:
     def correlate_momentum_update(self, y, point, weights, floor, estimate, alpha, out) -> float:
         """``Backend.momentum_update`` by the correction ``correlate(y)``."""
         padded, crop = self._correlated(y)
-        mode = 1 if alpha > 0 else 0
-        sums = _accelerated_update(
-            self._be, crop[0], padded, point, weights, floor, estimate, mode, out, alpha
+        return _momentum_update(
+            self._be, crop[0], padded, point, weights, floor, estimate, alpha, out
         )
-        return sums[0]
 
     def correlate_change_update(self, y, point, weights, floor, out, change, earlier):
         """``Backend.change_update`` by the correction ``correlate(y)``."""
         padded, crop = self._correlated(y)
-        sums = _accelerated_update(
-            self._be, crop[0], padded, point, weights, floor, out, 2, change, 0.0, earlier
+        return _change_update(
+            self._be, crop[0], padded, point, weights, floor, out, change, earlier
         )
-        return sums[0], sums[1]
 
 
 class OpenCLBackend:
@@ -435,17 +449,14 @@ class OpenCLBackend:
         )[0]
 
     def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
-        mode = 1 if alpha > 0 else 0
-        sums = _accelerated_update(
-            self, _whole(estimate), correction, point, weights, floor, estimate, mode, out, alpha
+        whole = _whole(estimate)  # the correction is unpadded
+        return _momentum_update(
+            self, whole, correction, point, weights, floor, estimate, alpha, out
         )
-        return sums[0]
 
     def change_update(self, point, correction, weights, floor, out, change, earlier):
-        sums = _accelerated_update(
-            self, _whole(out), correction, point, weights, floor, out, 2, change, 0.0, earlier
-        )
-        return sums[0], sums[1]
+        whole = _whole(out)  # the correction is unpadded
+        return _change_update(self, whole, correction, point, weights, floor, out, change, earlier)
 
     def _reduce(
         self, name: str, first: Any, *args: Any, outputs: int = 1, contiguous: bool | None = None
