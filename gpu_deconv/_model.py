@@ -126,14 +126,17 @@ def _start(be, plan: BlurPlan, image, start, observed, dtype) -> Any:
 
 
 def _grown_start(plan: BlurPlan, start: np.ndarray | float, dtype) -> np.ndarray:
-    """Return the start on the work domain: the image's values grown into the margin by reflection.
+    """Return the start on the work domain: the image grown into the margin by its edge values.
 
     Zero outside the support (the image grown by the margin): those voxels are not estimated.
+    Edge values, not a reflection: the data barely reach the margin, so its start persists,
+    and a reflection puts the image's inner structure there (quality benchmark, observed
+    start, estimated edges: best MSE 2-4% lower in 3D, 0.2-0.5% in 2D).
     """
     host = np.zeros(plan.work_shape, dtype)
     if isinstance(start, np.ndarray):
         widths = [(o.start - s.start, s.stop - o.stop) for o, s in zip(plan.observed, plan.support)]
-        host[plan.support] = np.pad(start, widths, mode="symmetric")
+        host[plan.support] = np.pad(start, widths, mode="edge")
     else:
         host[plan.support] = start
     return host

@@ -216,9 +216,9 @@ def richardson_lucy(
     init : {None, "observed", "mean"}, float or array_like, optional
         Starting estimate: the observed image, a constant equal to its mean (over the voxels
         ``mask`` keeps), a positive constant, or an array of the image's shape (grown into
-        the margin by reflection with ``"estimate"``). By default (``None``) the observed
-        image, or ``"mean"`` with ``boundary="estimate"``. In the image's units; arrays must
-        be non-negative.
+        the margin by its edge values with ``"estimate"``). By default (``None``) the
+        observed image, or ``"mean"`` with ``boundary="estimate"``. In the image's units;
+        arrays must be non-negative.
     eps : float, optional
         Guard of the ratio, relative to the image's maximum: where the blurred estimate is
         ``<= eps * image.max()`` the ratio is set to 0, by default 1e-12. Relative, so that

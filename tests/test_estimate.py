@@ -121,6 +121,31 @@ def test_estimate_start_and_default_init():
     np.testing.assert_array_equal(observed, image)
 
 
+@pytest.mark.parametrize("margin", ["full", (2, 1)])
+def test_an_observed_start_grows_into_the_margin_by_its_edge_values(backend_dtype, margin):
+    """init="observed" starts the margin at the nearest edge voxel's value (np.pad "edge")."""
+    name, dtype = backend_dtype
+    image = blob_image((16, 18), seed=8)
+    psf = make_psf((5, 5), "random")
+    margins = v.check_margin(margin, psf.shape)
+    start = np.pad(image, margins, mode="edge").ravel()
+    expected, _ = estimate_rl(image, psf, 4, margins, init=start)
+    result = gd.richardson_lucy(
+        image.astype(dtype),
+        psf,
+        4,
+        backend=name,
+        boundary="estimate",
+        margin=margin,
+        init="observed",
+    )
+    assert rel_rms(result, expected) <= RL_RTOL[dtype]
+    reflected, _ = estimate_rl(
+        image, psf, 4, margins, init=np.pad(image, margins, "symmetric").ravel()
+    )
+    assert rel_rms(reflected, expected) > 100 * RL_RTOL[dtype]  # the start is what is tested
+
+
 @pytest.mark.parametrize(
     "kwargs, exc, fragment",
     [
