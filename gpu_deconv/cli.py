@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -98,12 +99,14 @@ def _init(text: str) -> str | float:
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (the usage is in ``--help``)."""
 
+    commands: dict[str, argparse.ArgumentParser]  # the subcommands' parsers, by name
+
     def error(self, message: str):
         """Exit with code 2 and one line on stderr."""
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     from . import __version__
 
     parser = _Parser(
@@ -111,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices
 
     run = sub.add_parser(
         "run",
@@ -506,9 +510,18 @@ class _Camera:
         return (values - self.offset) / self.gain
 
     def photons(self, data):
-        """Return the data in photons (unchanged without offset and gain)."""
+        """Return the data in photons (unchanged without offset and gain).
+
+        Raises ``ValueError`` for an in-memory image whose every value is at or below the
+        offset: nothing would be left to deconvolve (a lazy input is not read here for it).
+        """
         if not self._converts():
             return data
+        if isinstance(data, np.ndarray) and data.size and float(data.max()) <= self.offset:
+            raise ValueError(
+                f"--offset {self.offset:g} is at or above every value of the image (its maximum"
+                f" is {float(data.max()):g}): no light is left; give the camera's offset in ADU"
+            )
         photons = self._to_photons(data)
         return photons.round() if self.counts else photons
 
@@ -903,18 +916,58 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _warnings_as_lines() -> Iterator[None]:
-    """Show warnings as ``gpu-deconv: warning: ...`` lines while inside (not file and line)."""
+def _warnings_as_lines(flags: dict[str, str]) -> Iterator[None]:
+    """Show warnings as ``gpu-deconv: warning: ...`` lines while inside (not file and line).
+
+    API parameter names in them are written as the CLI's ``flags`` (see :func:`_in_flags`).
+    """
     original = warnings.formatwarning
 
     def one_line(message, category, filename, lineno, line=None):
-        return f"gpu-deconv: warning: {' '.join(str(message).split())}\n"
+        return f"gpu-deconv: warning: {_in_flags(' '.join(str(message).split()), flags)}\n"
 
     warnings.formatwarning = one_line
     try:
         yield
     finally:
         warnings.formatwarning = original
+
+
+def _flags(parser: _Parser, args: argparse.Namespace) -> dict[str, str]:
+    """Return the API names the command's options set and their flags (``--read-noise``)."""
+    usage = parser.commands[args.command].format_help()
+    flags = {dest: "--" + dest.replace("_", "-") for dest in vars(args)}
+    return {dest: flag for dest, flag in flags.items() if re.search(rf"{flag}(?![\w-])", usage)}
+
+
+def _in_flags(message: str, flags: dict[str, str]) -> str:
+    """Return ``message`` with the API's parameter names written as the CLI's flags.
+
+    ``stop='holdout'`` becomes ``--stop holdout`` (``offset=``: ``--offset``); a name that
+    opens the message (``margin applies to ...``) or has an underscore (``read_noise``)
+    becomes its flag; ``overwrite=True (CLI: --overwrite)`` becomes ``--overwrite``. Other
+    plain words (``iterations`` in "chose 0 iterations") stay as they are.
+    """
+    # A hint the API already gives for the CLI replaces the API's own spelling.
+    message = re.sub(r"\S+=\S+ \(CLI: ([^)]*)\)", r"\1", message)
+    message = re.sub(r"\(CLI: ([^)]*)\)", r"(\1)", message)
+    if not flags:
+        return message
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    message = re.sub(
+        rf"(?<![\w-])({names})=(?:'([^']*)'|([\w.+-]+))?",
+        lambda m: " ".join([flags[m[1]], *(v for v in m.groups()[1:] if v is not None)]),
+        message,
+    )
+    message = re.sub(
+        rf"^(?:unknown )?({names})(?= (must|values|applies|has|is|needs|'))",
+        lambda m: m[0].replace(m[1], flags[m[1]]),
+        message,
+    )
+    joined = "|".join(re.escape(name) for name in flags if "_" in name)
+    if joined:
+        message = re.sub(rf"(?<![\w-])({joined})(?![\w])", lambda m: flags[m[1]], message)
+    return message
 
 
 def _one_line(exc: BaseException) -> str:
@@ -943,15 +996,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Process exit code.
     """
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already reported)
         return exc.code if isinstance(exc.code, int) else 0
+    flags = _flags(parser, args)
     handlers = {"run": _run, "demo": _demo, "bench": _bench, "devices": _devices, "psf": _psf}
     handlers.update(calibrate=_calibrate)
     handlers.update(wiener=_cli_filters.run, tikhonov=_cli_filters.run)
     try:
-        with _sigterm_raises(), _warnings_as_lines():
+        with _sigterm_raises(), _warnings_as_lines(flags):
             code = handlers[args.command](args)
     except (
         ValueError,
@@ -960,7 +1015,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BackendUnavailableError,
         MemoryError,
     ) as exc:
-        print(f"gpu-deconv: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"gpu-deconv: error: {_in_flags(_one_line(exc), flags)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("gpu-deconv: interrupted (Ctrl-C); unfinished outputs removed", file=sys.stderr)

@@ -75,8 +75,8 @@ def test_estimate_on_the_dask_path_matches_the_api(stack, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (("--boundary", "estimate", "--method", "spatial"), "method='fft'"),
-        (("--margin", "half"), "boundary='estimate' only"),
+        (("--boundary", "estimate", "--method", "spatial"), "--method fft"),
+        (("--margin", "half"), "--boundary estimate only"),
         (("--boundary", "estimate", "--margin", "1,2"), "margin must hold 3"),
         (("--mask", "{psf}"), "mask must have the image's shape"),
         (("--mask", "{tmp}/missing.tif"), "no such file"),

@@ -105,7 +105,7 @@ def test_run_progress_bar_on_stderr(files, tmp_path):
         (["{notiff}", "--psf", "{psf}", "-o", "{tmp}/a.tif"], "not a readable TIFF"),
         (["{image}", "--psf", "{psf3d}", "-o", "{tmp}/a.tif"], "same number of dimensions"),
         (["{nan}", "--psf", "{psf}", "-o", "{tmp}/a.tif"], "contains NaN"),
-        (["{image}", "--psf", "{psf}", "-o", "{image}"], "exists; pass overwrite=True"),
+        (["{image}", "--psf", "{psf}", "-o", "{image}"], "exists; pass --overwrite to replace it"),
         (
             ["{image}", "--psf", "{psf}", "-o", "{tmp}/nodir/a.tif"],
             "output directory does not exist",
@@ -280,3 +280,21 @@ def test_lazy_run_errors_exit_2(volume_files, tmp_path, extra, message):
     done = cli("run", image, "--psf", psf, "-n", 2, "-o", tmp_path / "x.zarr", "-q", *extra)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_api_names_in_messages_are_written_as_flags():
+    from gpu_deconv.cli import _in_flags
+
+    flags = {"stop": "--stop", "iterations": "--iterations", "read_noise": "--read-noise"}
+    flags |= {"overwrite": "--overwrite", "margin": "--margin", "boundary": "--boundary"}
+    cases = {
+        "stop='holdout' needs iterations='auto'": "--stop holdout needs --iterations auto",
+        "with read_noise use stop='discrepancy'": "with --read-noise use --stop discrepancy",
+        "margin applies to boundary='wrap'": "--margin applies to --boundary wrap",
+        "a.tif exists; pass overwrite=True (CLI: --overwrite)": "a.tif exists; pass --overwrite",
+        # plain words that are also option names stay words
+        "chose 0 iterations; the stop rule": "chose 0 iterations; the stop rule",
+        "estimated edges and the margin": "estimated edges and the margin",
+    }
+    for message, expected in cases.items():
+        assert _in_flags(message, flags) == expected

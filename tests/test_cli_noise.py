@@ -109,9 +109,12 @@ def test_holdout_rounds_converted_photons(camera, tmp_path):
     "extra, message",
     [
         (("-n", 5, "--gain", 0), "--gain must be a positive number"),
-        (("-n", 5, "--stop", "relative"), "needs iterations='auto'"),
+        (("-n", 5, "--stop", "relative"), "needs --iterations auto"),
         (("-n", "auto", "--snapshots", "2"), "--snapshots need a fixed iteration count"),
-        (("-n", 5, "--regularization", -1), "regularization must be a finite number >= 0"),
+        (("-n", 5, "--regularization", -1), "--regularization must be a finite number >= 0"),
+        # API names written as the CLI's flags
+        (("-n", "auto", "--stop", "holdout", "--read-noise", 2), "with --read-noise use --stop"),
+        (("-n", 5, "--offset", 1e9), "--offset 1e+09 is at or above every value of the image"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(camera, tmp_path, capsys, extra, message):
@@ -153,4 +156,5 @@ def test_warnings_are_one_line_each(camera, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gpu-deconv: warning: stop='discrepancy'")
+    assert len(lines) == 1 and lines[0].startswith("gpu-deconv: warning: --stop discrepancy")
+    assert "convert them: --offset, --gain" in lines[0]

@@ -110,7 +110,7 @@ CLI_BAD = [
     (
         "max memory of one byte",
         "{image} --psf {psf} -o {tmp}/a.tif --max-memory 1 --tile-shape none",
-        "over max_memory=1 (1 byte; max_memory is in bytes)",
+        "over --max-memory 1 (1 byte; --max-memory is in bytes)",
     ),
     (
         "unwritable directory",
