@@ -205,14 +205,16 @@ def our_methods(tv_best: float | None = None) -> list[dict]:
         }
     )
     if tv_best is not None:
-        rows.append(
-            {
-                "label": f"{COMBINATION}, TV {tv_best:g}",
-                "group": "combination",
-                "kwargs": combination | {"regularization": tv_best},
-                "background": "model",
-            }
-        )
+        for init in ("mean", "observed"):
+            label = COMBINATION.replace("mean start", f"{init} start")
+            rows.append(
+                {
+                    "label": f"{label}, TV {tv_best:g}",
+                    "group": "combination",
+                    "kwargs": combination | {"init": init, "regularization": tv_best},
+                    "background": "model",
+                }
+            )
     return rows
 
 
@@ -293,7 +295,7 @@ def scored(case, estimates: dict[int, np.ndarray], thin=True) -> dict:
 
 
 def ours_section(case, iterations, log) -> list[dict]:
-    """Every configuration of ours on one case (the TV combination after the TV group)."""
+    """Every configuration of ours on one case (the TV combinations after the TV group)."""
     rows = []
 
     def run(method):
@@ -314,7 +316,8 @@ def ours_section(case, iterations, log) -> list[dict]:
         run(method)
     tv = [r for r in rows if r["group"] == "tv"]
     best = min(tv, key=lambda r: r["score"]["best"]["whole"]["mse"])
-    run(our_methods(best["kwargs"]["regularization"])[-1])
+    for method in our_methods(best["kwargs"]["regularization"])[-2:]:  # the TV combinations
+        run(method)
     return rows
 
 
