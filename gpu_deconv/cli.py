@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,7 @@ def _init(text: str) -> str | float:
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (the usage is in ``--help``)."""
 
-    commands: dict[str, argparse.ArgumentParser]  # the subcommands' parsers, by name
+    commands: Mapping[str, argparse.ArgumentParser]  # the subcommands' parsers, by name
 
     def error(self, message: str):
         """Exit with code 2 and one line on stderr."""
