@@ -454,7 +454,7 @@ def _run(args: argparse.Namespace) -> None:
     outputs = [(args.output, args.iterations)]
     outputs += [(_snapshot_path(args.output, k), k) for k in snapshots]
     inputs = _inputs(args)
-    for path in [p for p, _ in outputs] + ([args.info] if args.info else []):
+    for path in _distinct([p for p, _ in outputs] + ([args.info] if args.info else [])):
         check_output_path(path, args.overwrite, inputs=inputs)  # before minutes of work
     image = read_tiff(args.image)
     psf = read_image(args.psf)
@@ -526,9 +526,24 @@ class _Camera:
         return photons.round() if self.counts else photons
 
     def level(self, background):
-        """Return a background level or map of the input's units in photons, at least 0."""
+        """Return a background level or map of the input's units in photons, at least 0.
+
+        Raises ``ValueError`` for a level below the offset, or an in-memory map all at or
+        below it: a background given without the offset (a map's noise may dip below it).
+        """
         if not self._converts():
             return background
+        below = (
+            background < self.offset
+            if isinstance(background, float)
+            else isinstance(background, np.ndarray) and float(background.max()) <= self.offset
+        )
+        if below and self.offset > 0:
+            given = f" {background:g}" if isinstance(background, float) else " (map)"
+            raise ValueError(
+                f"--background{given} is below --offset {self.offset:g}: give it in the input's"
+                " units with the offset included, as the image holds it"
+            )
         photons = self._to_photons(background)
         return max(photons, 0.0) if isinstance(photons, float) else np.maximum(photons, 0)
 
@@ -561,6 +576,20 @@ def _write_info(path: Path, info, overwrite: bool) -> None:
     from .io import write_text
 
     write_text(path, json.dumps(dataclasses.asdict(info), indent=1) + "\n", overwrite)
+
+
+def _distinct(paths: list[Path]) -> list[Path]:
+    """Return ``paths`` (the result, its snapshots, ``--info``); raise if two name one file."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            raise ValueError(
+                f"{path} is named twice among the outputs (-o, its snapshots, --info): "
+                "give each its own file"
+            )
+        seen[key] = path
+    return paths
 
 
 def _is_stack_run(args: argparse.Namespace) -> bool:
@@ -704,7 +733,7 @@ def _run_lazy(args: argparse.Namespace) -> None:
     zarr_out = is_zarr(args.output)
     if zarr_out and args.output_dtype not in ("float32", "float64"):
         raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
-    for path in [args.output] + ([args.info] if args.info else []):
+    for path in _distinct([args.output] + ([args.info] if args.info else [])):
         check_output_path(path, args.overwrite, inputs=_inputs(args))  # before the work
     image = open_lazy(args.image)
     if not zarr_out:  # TIFFs are written uncompressed: their size is known now

@@ -219,10 +219,7 @@ def check_output_path(
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise FileExistsError(
-                f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
-            )
+        # What --overwrite cannot change is said first: no hint to pass it in vain.
         for role, source in (inputs or {}).items():
             if path.exists() and Path(source).exists() and os.path.samefile(path, source):
                 raise ValueError(f"{path} is the input {role}; write the result to another file")
@@ -231,6 +228,10 @@ def check_output_path(
                 raise FileExistsError(f"{path} exists and is not a zarr array; not replacing it")
         elif path.is_dir():
             raise IsADirectoryError(f"{path} is a directory; give an output file name")
+        if not overwrite:
+            raise FileExistsError(
+                f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            )
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {path.parent}")
     try:

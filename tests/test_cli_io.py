@@ -105,7 +105,16 @@ def test_run_progress_bar_on_stderr(files, tmp_path):
         (["{notiff}", "--psf", "{psf}", "-o", "{tmp}/a.tif"], "not a readable TIFF"),
         (["{image}", "--psf", "{psf3d}", "-o", "{tmp}/a.tif"], "same number of dimensions"),
         (["{nan}", "--psf", "{psf}", "-o", "{tmp}/a.tif"], "contains NaN"),
-        (["{image}", "--psf", "{psf}", "-o", "{image}"], "exists; pass --overwrite to replace it"),
+        (["{image}", "--psf", "{psf}", "-o", "{image}"], "is the input image; write the result"),
+        (
+            ["{image}", "--psf", "{psf}", "-o", "{tmp}/a.tif", "--info", "{tmp}/a.tif"],
+            "named twice",
+        ),
+        (
+            ["{image}", "--psf", "{psf}", "-o", "{tmp}/a.tif", "-n", "3", "--snapshots", "2"]
+            + ["--info", "{tmp}/a_iter2.tif"],
+            "a_iter2.tif is named twice among the outputs",
+        ),
         (
             ["{image}", "--psf", "{psf}", "-o", "{tmp}/nodir/a.tif"],
             "output directory does not exist",

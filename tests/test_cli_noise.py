@@ -115,6 +115,7 @@ def test_holdout_rounds_converted_photons(camera, tmp_path):
         # API names written as the CLI's flags
         (("-n", "auto", "--stop", "holdout", "--read-noise", 2), "with --read-noise use --stop"),
         (("-n", 5, "--offset", 1e9), "--offset 1e+09 is at or above every value of the image"),
+        (("-n", 5, "--offset", OFFSET, "--background", 10), "--background 10 is below --offset"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(camera, tmp_path, capsys, extra, message):
@@ -158,3 +159,16 @@ def test_warnings_are_one_line_each(camera, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpu-deconv: warning: --stop discrepancy")
     assert "convert them: --offset, --gain" in lines[0]
+
+
+def test_a_background_map_all_below_the_offset_is_refused():
+    import argparse
+
+    from gpu_deconv.cli import _Camera
+
+    camera = _Camera(argparse.Namespace(offset=OFFSET, gain=GAIN, photons=False, stop=None))
+    with pytest.raises(ValueError, match=r"--background \(map\) is below --offset 100"):
+        camera.level(np.full((4, 4), OFFSET - 5))
+    # a dark map's noise may dip below the offset: those voxels are clipped to 0 photons
+    dark = np.array([[OFFSET - 2, OFFSET + 4]])
+    np.testing.assert_array_equal(camera.level(dark), [[0.0, 2.0]])
