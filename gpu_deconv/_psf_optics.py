@@ -53,8 +53,9 @@ def widefield_psf(
     Raises
     ------
     ValueError
-        If ``shape`` does not have 2 or 3 positive lengths, a spacing, the wavelength or
-        ``na`` is not positive and finite, or ``na >= refractive_index``.
+        If ``shape`` does not have 2 or 3 positive lengths, a spacing or ``na`` is not
+        positive and finite, the wavelength is not 0.1-10 um (a number in nm), or
+        ``na >= refractive_index``.
 
     Examples
     --------
@@ -71,7 +72,7 @@ def widefield_psf(
         spacing,
         na,
         refractive_index,
-        em_wavelen=_positive(wavelength, "wavelength") * 1e3,
+        em_wavelen=_wavelength(wavelength, "wavelength") * 1e3,
     )
 
 
@@ -124,7 +125,7 @@ def confocal_psf(
     """
     import psf
 
-    emission = _positive(wavelength, "wavelength")
+    emission = _wavelength(wavelength, "wavelength")
     numerical_aperture = _positive(na, "na")
     radius = _positive(pinhole, "pinhole") * 1.22 * emission / numerical_aperture / 2
     return _model(
@@ -134,9 +135,25 @@ def confocal_psf(
         numerical_aperture,
         refractive_index,
         em_wavelen=emission * 1e3,
-        ex_wavelen=_positive(excitation_wavelength, "excitation_wavelength") * 1e3,
+        ex_wavelen=_wavelength(excitation_wavelength, "excitation_wavelength") * 1e3,
         pinhole_radius=radius,
     )
+
+
+# Light microscopy's wavelengths, in um: outside, the number is in other units (520 nm).
+WAVELENGTHS_UM = (0.1, 10.0)
+
+
+def _wavelength(value: float, name: str) -> float:
+    """Return ``value`` (micrometres), or raise ValueError if it is not a light wavelength."""
+    number = _positive(value, name)
+    low, high = WAVELENGTHS_UM
+    if not low <= number <= high:
+        raise ValueError(
+            f"{name} is in micrometres: {value!r} is outside {low:g}-{high:g} um "
+            f"(for 520 nm give 0.52)"
+        )
+    return number
 
 
 def _positive(value: float, name: str) -> float:

@@ -194,7 +194,7 @@ class Monitor:
         )
         per_voxel = self._scale * self._voxels
         record = {
-            "iteration": float(k),
+            "iteration": k,
             "objective": kl2 / 2 / per_voxel,
             "discrepancy": kl2 / per_voxel,
             "target": expected / per_voxel,

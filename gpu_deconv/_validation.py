@@ -399,9 +399,10 @@ def check_margin(margin: Any, psf_shape: tuple[int, ...]) -> tuple[tuple[int, in
 
 def check_acceleration(acceleration: Any) -> str | None:
     """Return ``acceleration`` if it is None or one of :data:`ACCELERATIONS`, else raise."""
-    if acceleration is None:
-        return None
-    return _choice(acceleration, "acceleration", ACCELERATIONS)
+    if acceleration is None or acceleration in ACCELERATIONS:
+        return acceleration
+    allowed = ", ".join(ACCELERATIONS)
+    raise ValueError(f"unknown acceleration {acceleration!r}; allowed: None (plain RL), {allowed}")
 
 
 def check_positive(value: Any, name: str) -> float:

@@ -380,6 +380,7 @@ def _parser() -> _Parser:
 
     psf = sub.add_parser("psf", help="make a PSF")
     psf_sub = psf.add_subparsers(dest="psf_kind", required=True)
+    psf.commands = psf_sub.choices  # its kinds, for the flags in messages
     gauss = psf_sub.add_parser("gaussian", help="sampled Gaussian PSF, normalised to sum 1")
     gauss.add_argument("--shape", type=_int_list, required=True, help="e.g. 25,25 or 9,17,17")
     gauss.add_argument("--sigma", type=_float_list, required=True, help="one value or one per axis")
@@ -964,7 +965,9 @@ def _warnings_as_lines(flags: dict[str, str]) -> Iterator[None]:
 
 def _flags(parser: _Parser, args: argparse.Namespace) -> dict[str, str]:
     """Return the API names the command's options set and their flags (``--read-noise``)."""
-    usage = parser.commands[args.command].format_help()
+    command = parser.commands[args.command]
+    nested = getattr(command, "commands", {})  # psf's kinds
+    usage = "".join(p.format_help() for p in [command, *nested.values()])
     flags = {dest: "--" + dest.replace("_", "-") for dest in vars(args)}
     return {dest: flag for dest, flag in flags.items() if re.search(rf"{flag}(?![\w-])", usage)}
 
@@ -973,9 +976,10 @@ def _in_flags(message: str, flags: dict[str, str]) -> str:
     """Return ``message`` with the API's parameter names written as the CLI's flags.
 
     ``stop='holdout'`` becomes ``--stop holdout`` (``offset=``: ``--offset``); a name that
-    opens the message (``margin applies to ...``) or has an underscore (``read_noise``)
-    becomes its flag; ``overwrite=True (CLI: --overwrite)`` becomes ``--overwrite``. Other
-    plain words (``iterations`` in "chose 0 iterations") stay as they are.
+    opens the message (``margin applies to ...``, ``dtype float64 is ...``) or has an
+    underscore (``read_noise``) becomes its flag; ``overwrite=True (CLI: --overwrite)``
+    becomes ``--overwrite``. Other plain words (``iterations`` in "chose 0 iterations")
+    stay as they are.
     """
     # A hint the API already gives for the CLI replaces the API's own spelling.
     message = re.sub(r"\S+=\S+ \(CLI: ([^)]*)\)", r"\1", message)
@@ -989,7 +993,7 @@ def _in_flags(message: str, flags: dict[str, str]) -> str:
         message,
     )
     message = re.sub(
-        rf"^(?:unknown )?({names})(?= (must|values|applies|has|is|needs|'))",
+        rf"^(?:unknown )?({names})(?= )",
         lambda m: m[0].replace(m[1], flags[m[1]]),
         message,
     )

@@ -107,7 +107,9 @@ def test_acceleration_with_estimated_edges_masks_tiles_and_dask(backend, kind):
 
 
 def test_bad_acceleration_is_refused():
-    with pytest.raises(ValueError, match="unknown acceleration 'nesterov'; allowed: shb, biggs"):
+    with pytest.raises(
+        ValueError, match=r"unknown acceleration 'nesterov'; allowed: None \(plain RL\), shb, biggs"
+    ):
         gd.richardson_lucy(np.ones((8, 8)), np.ones((3, 3)), 2, acceleration="nesterov")
 
 

@@ -307,3 +307,13 @@ def test_api_names_in_messages_are_written_as_flags():
     }
     for message, expected in cases.items():
         assert _in_flags(message, flags) == expected
+
+
+def test_psf_errors_name_the_psf_kinds_flags(tmp_path, capsys):
+    from gpu_deconv.cli import main
+
+    argv = ["psf", "widefield", "--shape", "5,9,9", "--spacing", "0.3,0.1", "--wavelength"]
+    assert main([*argv, "0.52", "--na", "1.0", "-o", str(tmp_path / "h.tif")]) == 2
+    assert capsys.readouterr().err.startswith("gpu-deconv: error: --spacing must be one number")
+    assert main([*argv[:5], "0.1", "--wavelength", "520", "--na", "1.0", "-o", "h.tif"]) == 2
+    assert "--wavelength is in micrometres: 520.0" in capsys.readouterr().err

@@ -124,6 +124,8 @@ def test_models_centred_normalised_2d_and_even():
         (dict(spacing=(0.1, 0.1)), "spacing must be one number or one per axis"),
         (dict(spacing=-0.1), "spacing must be positive"),
         (dict(wavelength=float("nan")), "wavelength must be positive"),
+        (dict(wavelength=520), "wavelength is in micrometres: 520 is outside 0.1-10 um"),
+        (dict(wavelength=5.2e-4), "wavelength is in micrometres"),
         (dict(na=0), "na must be positive"),
         (dict(na=1.4), r"refractive_index \(1.333\) must exceed na"),
     ],

@@ -240,3 +240,19 @@ def test_choose_method_validates():
         gd.choose_method((0, 4), PSF)
     with pytest.raises(ValueError, match="unknown backend"):
         gd.choose_method((8, 8), PSF, backend="vulkan")
+
+
+def test_submodules_load_on_first_use():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gpu_deconv as gd; assert 'gpu_deconv.io' not in sys.modules; "
+        "assert gd.io.read_tiff and gd.tiling and gd.stack and gd.samples; "
+        "assert gd.io is sys.modules['gpu_deconv.io']"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import gpu_deconv as gd
+
+        gd.nope  # noqa: B018
