@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,31 @@ def check_background(background: Any, shape: tuple[int, ...], dtype: np.dtype) -
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError("background must be finite and >= 0 everywhere")
     return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+def warn_without_light(image: np.ndarray, background: Any, shift: float, stacklevel: int) -> None:
+    """Warn if ``background`` is at or above every value of ``image`` (which holds ``shift``).
+
+    The model ``H f + b`` then leaves no light for the estimate, which goes to about 0: most
+    often a background in other units (ADU with the offset, for data in photons).
+    """
+    if isinstance(background, float):
+        if background == 0 or image.size == 0:
+            return
+        peak = float(image.max()) - shift
+        if peak > background:
+            return
+        given, where = f"{background:g}", f"every value of the image (maximum {peak:g})"
+    else:
+        if (image > background + image.dtype.type(shift)).any():
+            return
+        given, where = "(map)", "the image everywhere"
+    warnings.warn(
+        f"background {given} is at or above {where}: no light is left for the estimate, "
+        "which will be about 0; give the background in the image's units",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def check_read_noise(read_noise: Any) -> float:

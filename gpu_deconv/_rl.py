@@ -506,6 +506,7 @@ def deconvolve(
         _regularization.check_regularization(regularization),
         _regularization.check_spacing(spacing, image.ndim),
     )
+    _noise.warn_without_light(problem.image, problem.background, read_noise**2, stacklevel)
     if rule == "holdout":
         if problem.read_noise:  # checked first: the shifted image is not integer-valued
             raise ValueError(

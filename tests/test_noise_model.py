@@ -120,3 +120,16 @@ def test_background_with_tiles_and_dask_equals_whole(backend):
 
     lazy = dask_rl(image, psf, 10, chunks=(20, 22), overlap=10, **kwargs)
     assert rel_rms(lazy.compute(), whole) < 3e-4
+
+
+@pytest.mark.parametrize("as_map", [False, True])
+def test_a_background_above_every_value_warns_at_the_call(as_map):
+    image = np.random.default_rng(1).poisson(20.0, (24, 24)).astype(np.float32)
+    psf = make_psf((5, 5), "gaussian")
+    level = float(image.max()) + 1
+    background = np.full(image.shape, level) if as_map else level
+    with pytest.warns(UserWarning, match="is at or above .* no light is left") as caught:
+        gd.richardson_lucy(image, psf, 2, backend="numpy", background=background)
+    assert caught[0].filename == __file__
+    # one value above the background is enough light: no warning (filterwarnings=error)
+    gd.richardson_lucy(image, psf, 2, backend="numpy", background=float(image.max()) - 0.5)
