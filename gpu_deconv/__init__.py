@@ -9,6 +9,8 @@ when first used (``gd.io.read_tiff``), so that ``import gpu_deconv`` stays light
 """
 
 import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import metrics, psf
 from ._calibrate import calibrate
@@ -23,7 +25,11 @@ __version__ = "0.1.0"
 _ON_FIRST_USE = ("dask", "io", "samples", "stack", "tiling")
 
 
-def __getattr__(name: str):
+if TYPE_CHECKING:  # type checkers see them as attributes; the import waits for first use
+    from . import dask, io, samples, stack, tiling  # noqa: F401
+
+
+def __getattr__(name: str) -> ModuleType:
     """Import the submodules of ``_ON_FIRST_USE`` when first used as attributes."""
     if name in _ON_FIRST_USE:
         return importlib.import_module(f"{__name__}.{name}")

@@ -17,10 +17,13 @@ below it), so a device never needs more than one lookup per voxel.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import numbers
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -106,26 +109,45 @@ def check_background(background: Any, shape: tuple[int, ...], dtype: np.dtype) -
     return np.array(arr, dtype=dtype, order="C", copy=True)
 
 
+# Set (in the thread that runs it) for a call on one piece of a larger image (a dask chunk, a
+# stack's volume): a piece may be dark where the whole image is not.
+_PIECE = contextvars.ContextVar("gpu_deconv_piece", default=False)
+
+
+@contextlib.contextmanager
+def piece_of_a_larger_image() -> Iterator[None]:
+    """Inside, :func:`warn_without_light` is silent: the call deconvolves one piece."""
+    token = _PIECE.set(True)
+    try:
+        yield
+    finally:
+        _PIECE.reset(token)
+
+
 def warn_without_light(image: np.ndarray, background: Any, shift: float, stacklevel: int) -> None:
     """Warn if ``background`` is at or above every value of ``image`` (which holds ``shift``).
 
     The model ``H f + b`` then leaves no light for the estimate, which goes to about 0: most
-    often a background in other units (ADU with the offset, for data in photons).
+    often a background in other units (ADU with the offset, for data in photons). Silent for
+    a piece of a larger image (see :func:`piece_of_a_larger_image`).
     """
+    if _PIECE.get():
+        return
     if isinstance(background, float):
         if background == 0 or image.size == 0:
             return
         peak = float(image.max()) - shift
         if peak > background:
             return
-        given, where = f"{background:g}", f"every value of the image (maximum {peak:g})"
+        given = f"the background ({background:g}) is at or above every value of the image"
+        given += f" (at most {peak:g})"
     else:
         if (image > background + image.dtype.type(shift)).any():
             return
-        given, where = "(map)", "the image everywhere"
+        given = "the background map is at or above the image everywhere"
     warnings.warn(
-        f"background {given} is at or above {where}: no light is left for the estimate, "
-        "which will be about 0; give the background in the image's units",
+        f"{given}: no light is left for the estimate, which will be about 0; is the background"
+        " in the image's units?",
         UserWarning,
         stacklevel=stacklevel + 1,
     )

@@ -151,7 +151,7 @@ def _wavelength(value: float, name: str) -> float:
     if not low <= number <= high:
         raise ValueError(
             f"{name} is in micrometres: {value!r} is outside {low:g}-{high:g} um "
-            f"(for 520 nm give 0.52)"
+            "(nm / 1000: 520 nm is 0.52)"
         )
     return number
 

@@ -529,15 +529,15 @@ class _Camera:
     def level(self, background):
         """Return a background level or map of the input's units in photons, at least 0.
 
-        Raises ``ValueError`` for a level below the offset, or an in-memory map all at or
-        below it: a background given without the offset (a map's noise may dip below it).
+        Raises ``ValueError`` for a level below the offset, or an in-memory map all below
+        it: a background given without the offset (a map's noise may dip below it).
         """
         if not self._converts():
             return background
         below = (
             background < self.offset
             if isinstance(background, float)
-            else isinstance(background, np.ndarray) and float(background.max()) <= self.offset
+            else isinstance(background, np.ndarray) and float(background.max()) < self.offset
         )
         if below and self.offset > 0:
             given = f" {background:g}" if isinstance(background, float) else " (map)"
@@ -946,7 +946,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _warnings_as_lines(flags: dict[str, str]) -> Iterator[None]:
+def _warnings_as_lines(flags: dict[str, str], paths: Sequence[str] = ()) -> Iterator[None]:
     """Show warnings as ``gpu-deconv: warning: ...`` lines while inside (not file and line).
 
     API parameter names in them are written as the CLI's ``flags`` (see :func:`_in_flags`).
@@ -954,7 +954,8 @@ def _warnings_as_lines(flags: dict[str, str]) -> Iterator[None]:
     original = warnings.formatwarning
 
     def one_line(message, category, filename, lineno, line=None):
-        return f"gpu-deconv: warning: {_in_flags(' '.join(str(message).split()), flags)}\n"
+        line = _in_flags(" ".join(str(message).split()), flags, paths)
+        return f"gpu-deconv: warning: {line}\n"
 
     warnings.formatwarning = one_line
     try:
@@ -963,43 +964,68 @@ def _warnings_as_lines(flags: dict[str, str]) -> Iterator[None]:
         warnings.formatwarning = original
 
 
+# API parameters whose CLI option has another name.
+_API_NAMES = {"excitation_wavelength": "excitation"}
+
+
 def _flags(parser: _Parser, args: argparse.Namespace) -> dict[str, str]:
     """Return the API names the command's options set and their flags (``--read-noise``)."""
     command = parser.commands[args.command]
     nested = getattr(command, "commands", {})  # psf's kinds
     usage = "".join(p.format_help() for p in [command, *nested.values()])
     flags = {dest: "--" + dest.replace("_", "-") for dest in vars(args)}
-    return {dest: flag for dest, flag in flags.items() if re.search(rf"{flag}(?![\w-])", usage)}
+    flags = {dest: flag for dest, flag in flags.items() if re.search(rf"{flag}(?![\w-])", usage)}
+    flags.update({api: flags[dest] for api, dest in _API_NAMES.items() if dest in flags})
+    return flags
 
 
-def _in_flags(message: str, flags: dict[str, str]) -> str:
+def _paths(args: argparse.Namespace) -> list[str]:
+    """Return the file names the command was given (kept as they are in its messages)."""
+    values: list = []
+    for value in vars(args).values():
+        values += value if isinstance(value, list) else [value]
+    files = [v for v in values if isinstance(v, Path)]
+    names = {str(f) for f in files} | {str(f.parent) for f in files if str(f.parent) != "."}
+    return sorted(names, key=len, reverse=True)
+
+
+def _in_flags(message: str, flags: dict[str, str], paths: Sequence[str] = ()) -> str:
     """Return ``message`` with the API's parameter names written as the CLI's flags.
 
-    ``stop='holdout'`` becomes ``--stop holdout`` (``offset=``: ``--offset``); a name that
-    opens the message (``margin applies to ...``, ``dtype float64 is ...``) or has an
-    underscore (``read_noise``) becomes its flag; ``overwrite=True (CLI: --overwrite)``
-    becomes ``--overwrite``. Other plain words (``iterations`` in "chose 0 iterations")
-    stay as they are.
+    ``stop='holdout'`` becomes ``--stop holdout`` (``offset=``: ``--offset``, ``x=None``:
+    ``--x none``, ``x=True``: ``--x``); a name that opens the message before a verb
+    (``margin applies to ...``, ``dtype float64 is ...``) or has an underscore
+    (``read_noise``) becomes its flag; ``overwrite=True (CLI: --overwrite)`` becomes
+    ``--overwrite``. Other plain words (``iterations`` in "chose 0 iterations") and the
+    file names in ``paths`` stay as they are.
     """
     # A hint the API already gives for the CLI replaces the API's own spelling.
     message = re.sub(r"\S+=\S+ \(CLI: ([^)]*)\)", r"\1", message)
+    message = re.sub(r"\(\w+=[^,()]*, CLI: ([^)]*)\)", r"(\1)", message)
     message = re.sub(r"\(CLI: ([^)]*)\)", r"(\1)", message)
     if not flags:
         return message
+    kept = {f"\x00{i}\x00": path for i, path in enumerate(paths)}
+    for mark, path in kept.items():
+        message = message.replace(path, mark)
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+
+    def assignment(m: re.Match) -> str:
+        value = m[2] if m[2] is not None else m[3]
+        value = {"None": "none", "True": None}.get(value, value) if value else None
+        return flags[m[1]] if value is None else f"{flags[m[1]]} {value}"
+
+    message = re.sub(rf"(?<![\w-])({names})=(?:'([^']*)'|([\w.+-]+))?", assignment, message)
     message = re.sub(
-        rf"(?<![\w-])({names})=(?:'([^']*)'|([\w.+-]+))?",
-        lambda m: " ".join([flags[m[1]], *(v for v in m.groups()[1:] if v is not None)]),
-        message,
-    )
-    message = re.sub(
-        rf"^(?:unknown )?({names})(?= )",
+        rf"^(?:unknown )?({names})(?= (must|values|applies|needs|has|is|')|( \S+ is ))",
         lambda m: m[0].replace(m[1], flags[m[1]]),
         message,
     )
     joined = "|".join(re.escape(name) for name in flags if "_" in name)
     if joined:
         message = re.sub(rf"(?<![\w-])({joined})(?![\w])", lambda m: flags[m[1]], message)
+    for mark, path in kept.items():
+        message = message.replace(mark, path)
     return message
 
 
@@ -1034,12 +1060,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already reported)
         return exc.code if isinstance(exc.code, int) else 0
-    flags = _flags(parser, args)
+    flags, paths = _flags(parser, args), _paths(args)
     handlers = {"run": _run, "demo": _demo, "bench": _bench, "devices": _devices, "psf": _psf}
     handlers.update(calibrate=_calibrate)
     handlers.update(wiener=_cli_filters.run, tikhonov=_cli_filters.run)
     try:
-        with _sigterm_raises(), _warnings_as_lines(flags):
+        with _sigterm_raises(), _warnings_as_lines(flags, paths):
             code = handlers[args.command](args)
     except (
         ValueError,
@@ -1048,7 +1074,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         BackendUnavailableError,
         MemoryError,
     ) as exc:
-        print(f"gpu-deconv: error: {_in_flags(_one_line(exc), flags)}", file=sys.stderr)
+        message = _in_flags(_one_line(exc), flags, paths)
+        print(f"gpu-deconv: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("gpu-deconv: interrupted (Ctrl-C); unfinished outputs removed", file=sys.stderr)

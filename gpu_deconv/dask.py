@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
-from ._noise import check_background, check_read_noise
+from ._noise import check_background, check_read_noise, piece_of_a_larger_image
 from ._regularization import check_regularization, check_spacing
 from ._rl import richardson_lucy as _richardson_lucy
 from ._stopping import Info, check_stop
@@ -531,7 +531,8 @@ def _deconvolve_block(
     mode = window_boundary(boundary)
     if mode in v.ESTIMATED_BOUNDARIES:
         options["margin"] = margin
-    return _richardson_lucy(block, boundary=mode, init=init, mask=mask, **options)
+    with piece_of_a_larger_image():  # a dark chunk is no sign of a wrong background
+        return _richardson_lucy(block, boundary=mode, init=init, mask=mask, **options)
 
 
 def _zero_outside(shape, value: float, depth, block_info) -> np.ndarray:

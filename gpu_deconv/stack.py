@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._noise import piece_of_a_larger_image
 from ._rl import richardson_lucy
 
 SPATIAL = "ZYX"
@@ -191,13 +192,14 @@ def deconvolve_stack(
     try:
         for key, channel in keys:
             volume = np.asarray(image[key])
-            result = richardson_lucy(
-                volume,
-                psfs[channel if len(psfs) > 1 else 0],
-                iterations,
-                callback=step if per_iteration else None,
-                **options,
-            )
+            with piece_of_a_larger_image():  # a dark time point is no sign of a wrong background
+                result = richardson_lucy(
+                    volume,
+                    psfs[channel if len(psfs) > 1 else 0],
+                    iterations,
+                    callback=step if per_iteration else None,
+                    **options,
+                )
             out[key] = result
             done += iterations
             if not per_iteration:

@@ -305,8 +305,19 @@ def test_api_names_in_messages_are_written_as_flags():
         "chose 0 iterations; the stop rule": "chose 0 iterations; the stop rule",
         "estimated edges and the margin": "estimated edges and the margin",
     }
+    cases |= {
+        "output directory does not exist: nodir": "output directory does not exist: nodir",
+        "dtype float64 is not supported": "--dtype float64 is not supported",
+        "pass tile_shape=None to run whole": "pass --tile-shape none to run whole",
+        "say so (colours=True, CLI: --colours)": "say so (--colours)",
+    }
+    flags |= {"dtype": "--dtype", "tile_shape": "--tile-shape", "output": "--output"}
     for message, expected in cases.items():
         assert _in_flags(message, flags) == expected
+    # the command's file names stay as given
+    message = "read_noise/o.tif exists; pass overwrite=True (CLI: --overwrite)"
+    expected = "read_noise/o.tif exists; pass --overwrite"
+    assert _in_flags(message, flags, ["read_noise/o.tif", "read_noise"]) == expected
 
 
 def test_psf_errors_name_the_psf_kinds_flags(tmp_path, capsys):

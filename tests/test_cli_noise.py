@@ -169,6 +169,7 @@ def test_a_background_map_all_below_the_offset_is_refused():
     camera = _Camera(argparse.Namespace(offset=OFFSET, gain=GAIN, photons=False, stop=None))
     with pytest.raises(ValueError, match=r"--background \(map\) is below --offset 100"):
         camera.level(np.full((4, 4), OFFSET - 5))
+    camera.level(np.full((4, 4), OFFSET))  # at the offset: no background, accepted
     # a dark map's noise may dip below the offset: those voxels are clipped to 0 photons
     dark = np.array([[OFFSET - 2, OFFSET + 4]])
     np.testing.assert_array_equal(camera.level(dark), [[0.0, 2.0]])

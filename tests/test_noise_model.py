@@ -133,3 +133,24 @@ def test_a_background_above_every_value_warns_at_the_call(as_map):
     assert caught[0].filename == __file__
     # one value above the background is enough light: no warning (filterwarnings=error)
     gd.richardson_lucy(image, psf, 2, backend="numpy", background=float(image.max()) - 0.5)
+
+
+def test_dark_chunks_and_volumes_do_not_warn_of_the_background(tmp_path):
+    import warnings
+
+    da = pytest.importorskip("dask.array")
+    import gpu_deconv.dask as gdd
+    from gpu_deconv.stack import deconvolve_stack
+
+    image = np.zeros((48, 48), np.float32)
+    image[:16, :16] = np.random.default_rng(2).poisson(30.0, (16, 16))  # light in one corner
+    psf = make_psf((5, 5), "gaussian")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lazy = gdd.richardson_lucy(
+            da.from_array(image, chunks=16), psf, 2, backend="numpy", background=5.0
+        )
+        lazy.compute(scheduler="synchronous")
+        stack = np.stack([image, np.zeros_like(image)])
+        deconvolve_stack(stack, [psf], 2, axes="TYX", backend="numpy", background=5.0)
+    assert not [w for w in caught if "no light" in str(w.message)]
