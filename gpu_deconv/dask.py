@@ -174,6 +174,7 @@ def richardson_lucy(
     start = _initial_value(
         v.default_init(boundary) if init is None else init, image, fields.get("mask"), level
     )
+    floor = _observed_floor(image, start, read_noise)
     options: dict[str, Any] = dict(
         psf=psf,
         iterations=count,
@@ -185,6 +186,7 @@ def richardson_lucy(
         device=device,
         boundary=boundary,
         start=start,
+        floor=floor,
         depth=depth,
         max_memory=max_memory,
         margin=margin,
@@ -451,21 +453,22 @@ def _central_info(image, fields, depth, options, background, **rule) -> Info:
     region = tuple(window)
     parts = {name: np.asarray(array[region].compute()) for name, array in fields.items()}
     # Every block option but those map_overlap's blocks need for themselves.
-    block_only = ("iterations", "boundary", "start", "depth", "margin")
+    block_only = ("iterations", "boundary", "start", "floor", "depth", "margin")
     keywords = {key: value for key, value in options.items() if key not in block_only}
     mode = window_boundary(options["boundary"])
     extra = {"margin": options["margin"]} if mode in v.ESTIMATED_BOUNDARIES else {}
-    start = options["start"]
+    block = np.asarray(image[region].compute())
+    start = _block_start(block, options["start"], options["floor"])
     # Recorded under the filters in force (what they hide stays hidden) and issued again at
     # the user's call, also when the run raises.
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             _, info = _richardson_lucy(
-                np.asarray(image[region].compute()),
+                block,
                 iterations="auto",
                 boundary=mode,
-                init=start if isinstance(start, str) else float(start),
+                init=start,
                 mask=parts.get("mask"),
                 background=parts.get("background", background),
                 return_info=True,
@@ -504,12 +507,34 @@ def _initial_value(init: Any, image: Any, mask: Any, background: Any = 0.0) -> s
     raise TypeError(f"init must be 'observed', 'mean' or a positive number here, got {init!r}")
 
 
+def _observed_floor(image: Any, start: str | float, read_noise: float) -> float | None:
+    """Return the observed start's floor with read noise: 1% of the whole image's mean.
+
+    As in memory (``initial_estimate``), where the image is the whole; left to each chunk,
+    the floor would be 1% of the chunk's own mean. None where there is no such floor.
+    """
+    import dask.array as da
+
+    if start != "observed" or not read_noise:
+        return None
+    return 0.01 * float(da.maximum(image, 0).mean().compute())
+
+
+def _block_start(block: np.ndarray, start: str | float, floor: float | None) -> Any:
+    """Return the start to give a block's call: ``start``, or the observed one on ``floor``."""
+    if floor is None:
+        return start
+    data = np.maximum(block, 0)  # the data without the read noise's shift, as in memory
+    return np.maximum(data, data.dtype.type(floor), out=data)
+
+
 def _deconvolve_block(
     block: np.ndarray,
     *parts: np.ndarray,
     names: tuple[str, ...],
     boundary: str,
     start: str | float,
+    floor: float | None,
     depth: tuple[int, ...],
     margin: Any,
     block_info: dict | None = None,
@@ -523,7 +548,7 @@ def _deconvolve_block(
     mask = fields.get("mask")
     if "background" in fields:
         options["background"] = fields["background"]
-    init: Any = start
+    init: Any = _block_start(block, start, floor)
     if boundary == "constant" and not isinstance(start, str):
         init = _zero_outside(block.shape, start, depth, block_info)
     if mask is not None and not mask.any():  # dask's meta probe, or a chunk nobody observed
