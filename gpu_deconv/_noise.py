@@ -142,7 +142,7 @@ def warn_without_light(image: np.ndarray, background: Any, shift: float, stackle
         given = f"the background ({background:g}) is at or above every value of the image"
         given += f" (at most {peak:g})"
     else:
-        if (image > background + image.dtype.type(shift)).any():
+        if (image > (background + image.dtype.type(shift) if shift else background)).any():
             return
         given = "the background map is at or above the image everywhere"
     warnings.warn(

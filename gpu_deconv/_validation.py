@@ -242,6 +242,19 @@ def default_init(boundary: str) -> str:
     return "mean" if boundary in ESTIMATED_BOUNDARIES else "observed"
 
 
+# The observed start with read noise is raised to this fraction of the data's mean where lower.
+OBSERVED_FLOOR = 0.01
+
+
+def raised_observed(data: np.ndarray, mean: float | None = None) -> np.ndarray:
+    """Raise ``data`` (>= 0, written in place) to ``OBSERVED_FLOOR`` of ``mean`` where lower.
+
+    ``mean`` is the data's own by default; a piece of a larger image takes the whole's.
+    """
+    mean = float(data.mean()) if mean is None else mean
+    return np.maximum(data, data.dtype.type(OBSERVED_FLOOR * mean), out=data)
+
+
 def initial_estimate(
     init: Any,
     image: np.ndarray,
@@ -265,9 +278,7 @@ def initial_estimate(
         if init == "observed":
             if not shift:
                 return image
-            data = np.maximum(image - image.dtype.type(shift), 0)
-            level = image.dtype.type(0.01 * float(data.mean()))
-            return np.maximum(data, level, out=data)
+            return raised_observed(np.maximum(image - image.dtype.type(shift), 0))
         mean = float(image.mean() if mask is None else image[mask].mean()) - shift
         if mean <= 0:
             raise ValueError("init='mean' needs an image with a positive mean")

@@ -518,10 +518,11 @@ class _Camera:
         """
         if not self._converts():
             return data
-        if isinstance(data, np.ndarray) and data.size and float(data.max()) <= self.offset:
+        peak = float(data.max()) if isinstance(data, np.ndarray) and data.size else None
+        if peak is not None and peak <= self.offset:
             raise ValueError(
                 f"--offset {self.offset:g} is at or above every value of the image (its maximum"
-                f" is {float(data.max()):g}): no light is left; give the camera's offset in ADU"
+                f" is {peak:g}): no light is left; give the camera's offset in ADU"
             )
         photons = self._to_photons(data)
         return photons.round() if self.counts else photons

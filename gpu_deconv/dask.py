@@ -174,7 +174,7 @@ def richardson_lucy(
     start = _initial_value(
         v.default_init(boundary) if init is None else init, image, fields.get("mask"), level
     )
-    floor = _observed_floor(image, start, read_noise)
+    observed_mean = _observed_mean(image, start, read_noise)
     options: dict[str, Any] = dict(
         psf=psf,
         iterations=count,
@@ -186,7 +186,7 @@ def richardson_lucy(
         device=device,
         boundary=boundary,
         start=start,
-        floor=floor,
+        observed_mean=observed_mean,
         depth=depth,
         max_memory=max_memory,
         margin=margin,
@@ -453,12 +453,12 @@ def _central_info(image, fields, depth, options, background, **rule) -> Info:
     region = tuple(window)
     parts = {name: np.asarray(array[region].compute()) for name, array in fields.items()}
     # Every block option but those map_overlap's blocks need for themselves.
-    block_only = ("iterations", "boundary", "start", "floor", "depth", "margin")
+    block_only = ("iterations", "boundary", "start", "observed_mean", "depth", "margin")
     keywords = {key: value for key, value in options.items() if key not in block_only}
     mode = window_boundary(options["boundary"])
     extra = {"margin": options["margin"]} if mode in v.ESTIMATED_BOUNDARIES else {}
     block = np.asarray(image[region].compute())
-    start = _block_start(block, options["start"], options["floor"])
+    start = _block_start(block, options["start"], options["observed_mean"])
     # Recorded under the filters in force (what they hide stays hidden) and issued again at
     # the user's call, also when the run raises.
     caught: list[warnings.WarningMessage] = []
@@ -507,25 +507,25 @@ def _initial_value(init: Any, image: Any, mask: Any, background: Any = 0.0) -> s
     raise TypeError(f"init must be 'observed', 'mean' or a positive number here, got {init!r}")
 
 
-def _observed_floor(image: Any, start: str | float, read_noise: float) -> float | None:
-    """Return the observed start's floor with read noise: 1% of the whole image's mean.
+def _observed_mean(image: Any, start: str | float, read_noise: float) -> float | None:
+    """Return the mean the observed start with read noise is raised by: the whole image's.
 
-    As in memory (``initial_estimate``), where the image is the whole; left to each chunk,
-    the floor would be 1% of the chunk's own mean. None where there is no such floor.
+    As in memory (``v.initial_estimate``), where the image is the whole; left to each chunk,
+    it would be the chunk's own. None where the start is not raised.
     """
     import dask.array as da
 
     if start != "observed" or not read_noise:
         return None
-    return 0.01 * float(da.maximum(image, 0).mean().compute())
+    return float(da.maximum(image, 0).mean().compute())
 
 
-def _block_start(block: np.ndarray, start: str | float, floor: float | None) -> Any:
-    """Return the start to give a block's call: ``start``, or the observed one on ``floor``."""
-    if floor is None:
+def _block_start(block: np.ndarray, start: str | float, mean: float | None) -> Any:
+    """Return the start for a block's call: ``start``, or the observed one raised by ``mean``."""
+    if mean is None:
         return start
-    data = np.maximum(block, 0)  # the data without the read noise's shift, as in memory
-    return np.maximum(data, data.dtype.type(floor), out=data)
+    # The data without the read noise's shift, as in memory.
+    return v.raised_observed(np.maximum(block, 0), mean)
 
 
 def _deconvolve_block(
@@ -534,7 +534,7 @@ def _deconvolve_block(
     names: tuple[str, ...],
     boundary: str,
     start: str | float,
-    floor: float | None,
+    observed_mean: float | None,
     depth: tuple[int, ...],
     margin: Any,
     block_info: dict | None = None,
@@ -548,7 +548,7 @@ def _deconvolve_block(
     mask = fields.get("mask")
     if "background" in fields:
         options["background"] = fields["background"]
-    init: Any = _block_start(block, start, floor)
+    init: Any = _block_start(block, start, observed_mean)
     if boundary == "constant" and not isinstance(start, str):
         init = _zero_outside(block.shape, start, depth, block_info)
     if mask is not None and not mask.any():  # dask's meta probe, or a chunk nobody observed
