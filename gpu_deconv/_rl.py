@@ -40,6 +40,7 @@ def _validate(
     stacklevel,
     estimate=False,
     shift=0.0,
+    threads=None,
 ):
     """Validate the shared arguments; return (image, psf, backend, boundary, method).
 
@@ -49,7 +50,7 @@ def _validate(
     """
     boundary = v.check_boundary(boundary, estimate)
     method = v.check_method(method)
-    be = get_backend(backend, device=device)
+    be = get_backend(backend, device=device, threads=threads)
     image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes, shift=shift)
     psf = v.check_psf(psf, image.ndim, normalize_psf)
     return image, psf, be, boundary, method
@@ -72,6 +73,7 @@ def richardson_lucy(
     progress: bool = ...,
     dtype: Any = ...,
     device: str | None = ...,
+    threads: int | None = ...,
     tile_shape: str | Sequence[int] | None = ...,
     overlap: int | Sequence[int] | None = ...,
     max_memory: int | None = ...,
@@ -106,6 +108,7 @@ def richardson_lucy(
     progress: bool = ...,
     dtype: Any = ...,
     device: str | None = ...,
+    threads: int | None = ...,
     tile_shape: str | Sequence[int] | None = ...,
     overlap: int | Sequence[int] | None = ...,
     max_memory: int | None = ...,
@@ -140,6 +143,7 @@ def richardson_lucy(
     progress: bool = ...,
     dtype: Any = ...,
     device: str | None = ...,
+    threads: int | None = ...,
     tile_shape: str | Sequence[int] | None = ...,
     overlap: int | Sequence[int] | None = ...,
     max_memory: int | None = ...,
@@ -173,6 +177,7 @@ def richardson_lucy(
     progress: bool = False,
     dtype: Any = None,
     device: str | None = None,
+    threads: int | None = None,
     tile_shape: str | Sequence[int] | None = "auto",
     overlap: int | Sequence[int] | None = None,
     max_memory: int | None = None,
@@ -240,7 +245,11 @@ def richardson_lucy(
         Compute and output dtype; by default float64 for float64 images (where the backend
         supports it; OpenCL computes in float32), else float32.
     device : str, optional
-        Device name substring for device backends (see :func:`list_devices`).
+        Device backends' device: ``"gpu"``, ``"cpu"`` or a name substring (see
+        :func:`list_devices`).
+    threads : int, optional
+        Threads of the NumPy backend's FFTs (as deconwolf's ``--threads``); by default all
+        cores. Device backends ignore it.
     tile_shape : "auto", sequence of int or None, optional
         Deconvolve in overlapping tiles of at most this many voxels per axis (see
         :mod:`gpu_deconv.tiling`). By default ``"auto"``: the whole image in one piece if it
@@ -377,6 +386,7 @@ def richardson_lucy(
         progress=progress,
         dtype=dtype,
         device=device,
+        threads=threads,
         tile_shape=tile_shape,
         overlap=overlap,
         max_memory=max_memory,
@@ -457,6 +467,7 @@ def deconvolve(
     max_iterations: int | None = None,
     tolerance: float | None = None,
     return_info: bool = False,
+    threads: int | None = None,
     stacklevel: int = 2,
 ) -> Any:
     """Run ``algorithm`` with everything :func:`richardson_lucy` does around the loop.
@@ -490,6 +501,7 @@ def deconvolve(
         stacklevel,
         estimate=True,
         shift=read_noise**2,
+        threads=threads,
     )
     problem = Problem(
         image,

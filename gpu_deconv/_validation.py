@@ -312,6 +312,17 @@ def check_device(device: Any) -> str | None:
     )
 
 
+def check_threads(threads: Any) -> int | None:
+    """Return ``threads`` if it is None or a positive int, else raise."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"threads must be a positive int or None, got {threads!r}")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    return int(threads)
+
+
 def format_bytes(count: float) -> str:
     """Return a byte count for messages, in the largest binary unit that keeps it >= 1.
 

@@ -304,8 +304,15 @@ def _parser() -> _Parser:
     run.add_argument(
         "--device",
         default=None,
-        help="OpenCL device name substring, NAME#k for the k-th match (default: "
+        help="OpenCL device: gpu, cpu, a name substring, NAME#k for the k-th match (default: "
         "$GPU_DECONV_DEVICE, else the first GPU)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads of the NumPy backend's FFTs, as deconwolf's --threads (default: all cores)",
     )
     run.add_argument(
         "--tile-shape",
@@ -704,6 +711,7 @@ def _options(args: argparse.Namespace) -> dict:
         eps=args.eps,
         dtype=args.dtype,
         device=args.device,
+        threads=args.threads,
         overlap=overlap,
         max_memory=args.max_memory,
         margin=args.margin,
@@ -857,17 +865,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _devices(args: argparse.Namespace) -> None:
     from .backends import get_backend
-    from .backends._opencl_devices import list_devices
+    from .backends._opencl_devices import INSTALL_HINT, list_devices
 
     devices = list_devices()
     if not devices:
-        print("no OpenCL device found (pip install pocl-binary-distribution for a CPU device)")
+        print(f"no OpenCL device found ({INSTALL_HINT})")
     for d in devices:
         mark = "*" if d.is_default else " "
-        print(
-            f"{mark} {d.name} [{d.type}] on {d.platform}: {d.global_memory / 2**30:.1f} GiB, "
-            f"largest buffer {d.max_allocation / 2**30:.1f} GiB"
+        state = (
+            f"{d.global_memory / 2**30:.1f} GiB, largest buffer {d.max_allocation / 2**30:.1f} GiB"
+            if d.usable
+            else f"UNUSABLE: {d.problem}"
         )
+        print(f"{mark} {d.name} [{d.type}] on {d.platform} (driver {d.driver}): {state}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the fallback is what this line reports
         auto = get_backend("auto")

@@ -61,6 +61,7 @@ def richardson_lucy(
     normalize_psf: bool = True,
     dtype: Any = None,
     device: str | None = None,
+    threads: int | None = None,
     overlap: int | Sequence[int] | None = None,
     chunks: Any = None,
     max_memory: int | None = None,
@@ -89,7 +90,7 @@ def richardson_lucy(
         ``tolerance`` as in :func:`gpu_deconv.richardson_lucy`) picks the count now, on the
         chunk that holds the image's centre with its overlap (computed eagerly), and runs
         every chunk for that count (logged at INFO level; so all chunks match at the seams).
-    backend, method, boundary, eps, normalize_psf, device, margin
+    backend, method, boundary, eps, normalize_psf, device, threads, margin
         As in :func:`gpu_deconv.richardson_lucy`; each chunk runs there (backend names only,
         so that workers build their own backend), so ``eps`` is relative to the maximum of
         each chunk with its overlap. With ``boundary="estimate"`` every chunk's window
@@ -157,6 +158,7 @@ def richardson_lucy(
     boundary = v.check_boundary(boundary, estimate=True)
     method = v.check_method(method)
     device = v.check_device(device)
+    threads = v.check_threads(threads)
     acceleration = v.check_acceleration(acceleration)
     image, psf, compute_dtype, depth = _lazy_input(
         image, psf, backend, dtype, normalize_psf, overlap, chunks
@@ -184,6 +186,7 @@ def richardson_lucy(
         normalize_psf=False,  # normalised once above
         dtype=compute_dtype.name,
         device=device,
+        threads=threads,
         boundary=boundary,
         start=start,
         observed_mean=observed_mean,
@@ -584,8 +587,9 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
     """Give each worker of a ``dask.distributed`` client its own OpenCL device.
 
     Workers on the same host get devices in turn: by default ``"#0"``, ``"#1"``, ... over the
-    host's devices of the default kind (its GPUs if it has any), in
-    :func:`gpu_deconv.list_devices` order. Each worker checks its selector against its own
+    host's usable devices of the default kind (its GPUs if it has any), in
+    :func:`gpu_deconv.list_devices` order; a device that failed its check is never handed out,
+    and a CPU that two platforms expose counts once. Each worker checks its selector against its own
     devices first; then a worker plugin records the choice by worker name, so that a worker
     restarted by its nanny selects the same device again. Worker processes only: threads of
     one process share one device. Workers that join later keep their default device (call
@@ -620,8 +624,8 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
         if devices:
             choices = list(devices)
         else:
-            count = next(iter(client.run(_device_count, workers=addresses[:1]).values()))
-            choices = [f"#{k}" for k in range(max(count, 1))]
+            found = next(iter(client.run(_device_selectors, workers=addresses[:1]).values()))
+            choices = found or ["#0"]  # no usable device: the worker's check says why
         for i, address in enumerate(addresses):
             selector = choices[i % len(choices)]
             assigned.update(client.run(_device_name, selector, workers=[address]))
@@ -630,12 +634,11 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
     return assigned
 
 
-def _device_count() -> int:
-    """Devices of the default's kind on this host (its GPUs, if it has any; simulators never)."""
-    from .backends._opencl_devices import list_devices
+def _device_selectors() -> list[str]:
+    """Return this host's usable devices of the default's kind, each once."""
+    from .backends._opencl_devices import distinct_selectors
 
-    devices = [d for d in list_devices() if "oclgrind" not in d.platform.lower()]
-    return sum(d.type == devices[0].type for d in devices) if devices else 0
+    return distinct_selectors()
 
 
 def _device_name(selector: str) -> str:

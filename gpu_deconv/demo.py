@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,9 @@ def available_backends_for_demo(primary: str) -> list:
             continue
         try:
             chosen.append(get_backend(name))
-        except BackendUnavailableError:
-            continue
+        except BackendUnavailableError as exc:  # a broken driver must not stop the demo
+            reason = str(exc).replace("\n", "; ")
+            warnings.warn(f"the {name} rows were skipped: {reason}", RuntimeWarning, stacklevel=2)
     return chosen
 
 

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .._validation import check_device
+from .._validation import check_device, check_threads
 from ._base import Backend, BackendUnavailableError, BlurOperator
 
 __all__ = [
@@ -28,7 +28,10 @@ _FACTORIES: dict[str, Callable[..., Backend]] = {}
 
 
 def register_backend(name: str, factory: Callable[..., Backend]) -> None:
-    """Register ``factory(device=None) -> Backend`` under ``name`` (replacing any earlier one)."""
+    """Register ``factory(device=None, threads=None) -> Backend`` under ``name``.
+
+    An earlier factory of that name is replaced.
+    """
     _FACTORIES[name] = factory
 
 
@@ -50,19 +53,22 @@ def backend_dtypes(name: str) -> tuple[str, ...]:
     return tuple(d for d in dtypes[0] if d in common)
 
 
-def _numpy_factory(device: Any = None) -> Backend:
+def _numpy_factory(device: Any = None, threads: int | None = None) -> Backend:
     from .numpy_backend import NumpyBackend
 
     if device is not None:
         raise ValueError("device is only meaningful for the opencl backend, not numpy")
-    return NumpyBackend()
+    return NumpyBackend(workers=threads)
 
 
 _OPENCL_INSTANCES: dict[str | None, Backend] = {}
 
 
-def _opencl_factory(device: str | None = None) -> Backend:
-    """One OpenCLBackend per device selector, so kernels compile once per device."""
+def _opencl_factory(device: str | None = None, threads: int | None = None) -> Backend:
+    """One OpenCLBackend per device selector, so kernels compile once per device.
+
+    ``threads`` (the NumPy backend's FFT threads) does not apply to a device.
+    """
     from ._opencl_devices import check_not_forked, default_selector
 
     check_not_forked()  # an inherited backend would hang in a forked child
@@ -109,7 +115,9 @@ register_backend("opencl", _opencl_factory)
 _warned_fallback = False
 
 
-def get_backend(backend: str | Backend = "auto", device: str | None = None) -> Backend:
+def get_backend(
+    backend: str | Backend = "auto", device: str | None = None, threads: int | None = None
+) -> Backend:
     """Return a backend instance by name (or pass an instance through).
 
     Parameters
@@ -120,7 +128,10 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
         NumPy on CPU-only machines, where it is faster; with no OpenCL at all it warns once
         and uses NumPy.
     device : str, optional
-        OpenCL device name substring (``"auto"`` and ``"opencl"`` only).
+        OpenCL device: ``"gpu"``, ``"cpu"`` or a name substring (``"auto"`` and ``"opencl"``
+        only).
+    threads : int, optional
+        Threads of the NumPy backend's FFTs; by default all cores. A device ignores it.
 
     Returns
     -------
@@ -137,6 +148,7 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
         If the named backend cannot run on this machine.
     """
     device = check_device(device)
+    threads = check_threads(threads)
     if not isinstance(backend, str):
         if isinstance(backend, Backend):
             if backend.name == "opencl":
@@ -146,15 +158,15 @@ def get_backend(backend: str | Backend = "auto", device: str | None = None) -> B
             return backend
         raise TypeError(f"backend must be a name or a Backend, got {type(backend).__name__}")
     if backend == "auto":
-        return _auto_backend(device)
+        return _auto_backend(device, threads)
     if backend not in _FACTORIES:
         raise ValueError(
             f"unknown backend {backend!r}; available: {', '.join(available_backends())}"
         )
-    return _FACTORIES[backend](device=device)
+    return _FACTORIES[backend](device=device, threads=threads)
 
 
-def _auto_backend(device: str | None) -> Backend:
+def _auto_backend(device: str | None, threads: int | None) -> Backend:
     """Return OpenCL where it beats NumPy (a GPU, or a device asked for), else NumPy.
 
     A CPU-only machine gets NumPy without an OpenCL backend being built. On a machine with no
@@ -165,23 +177,24 @@ def _auto_backend(device: str | None) -> Backend:
     if device is None:
         probe = _probe_opencl(default_selector())
         if probe is False:
-            return _FACTORIES["numpy"](device=None)
+            return _FACTORIES["numpy"](device=None, threads=threads)
         if isinstance(probe, BackendUnavailableError):
-            return _fall_back(probe, named=False)
+            return _fall_back(probe, named=False, threads=threads)
     try:
         return _FACTORIES["opencl"](device=device)
     except BackendUnavailableError as exc:
-        return _fall_back(exc, named=device is not None)
+        return _fall_back(exc, named=device is not None, threads=threads)
 
 
-def _fall_back(reason: BackendUnavailableError, named: bool) -> Backend:
+def _fall_back(reason: BackendUnavailableError, named: bool, threads: int | None) -> Backend:
     """NumPy instead of an unavailable OpenCL: warn once per process (every time if named)."""
     global _warned_fallback
     if named or not _warned_fallback:
         _warned_fallback = True
+        one_line = str(reason).replace("\n", "; ")
         warnings.warn(
-            f"backend='auto': OpenCL unavailable ({reason}); using the NumPy backend",
+            f"backend='auto': OpenCL unavailable ({one_line}); using the NumPy backend",
             RuntimeWarning,
             stacklevel=5,
         )
-    return _FACTORIES["numpy"](device=None)
+    return _FACTORIES["numpy"](device=None, threads=threads)

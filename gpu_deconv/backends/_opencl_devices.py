@@ -1,9 +1,14 @@
-"""OpenCL device discovery and choice: ``device=`` substring, this process' device, GPU first.
+"""OpenCL device discovery, checking and choice: ``device=`` substring or type, GPU first.
 
 A device selector comes from ``device=``, else the one set for this process
 (:func:`set_process_device`, which :func:`gpu_deconv.dask.assign_devices` calls on each worker),
 else ``$GPU_DECONV_DEVICE``. OpenCL drivers do not survive ``fork``: a child forked after this
 process touched OpenCL gets a clear :class:`BackendUnavailableError` instead of a hang.
+
+Every device is checked before it is trusted (:func:`device_problem`): a small kernel is built
+and run on it, once per process and device. A driver can list a device it cannot compile for
+(PyPI's PoCL 3.0, LLVM 14, on CPUs newer than 2022 such as AMD Zen 5: "unknown target CPU
+'generic'"); such a device is listed as unusable, never chosen by default, and refused when named.
 """
 
 from __future__ import annotations
@@ -12,14 +17,20 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ._base import BackendUnavailableError
 
 DEVICE_ENV = "GPU_DECONV_DEVICE"
 INSTALL_HINT = (
-    "install an OpenCL driver: `pip install pocl-binary-distribution` gives a CPU device, "
-    "or install your GPU vendor's OpenCL driver"
+    "install an OpenCL driver: the distribution's PoCL (`apt-get install pocl-opencl-icd`, or "
+    "conda-forge's `pocl`) gives a CPU device, or install your GPU vendor's OpenCL driver"
 )
-PACKAGE_HINT = 'install the OpenCL extra: `pip install "gpu_deconv[opencl,pocl]"`'
+FIX_HINT = (
+    "fix: install a driver that supports it (for a CPU the distribution's PoCL, `apt-get "
+    "install pocl-opencl-icd`, or conda-forge's `pocl`), or use backend='numpy'"
+)
+PACKAGE_HINT = 'install the OpenCL extra: `pip install "gpu_deconv[opencl]"`'
 FORK_HINT = (
     "OpenCL was initialised in process {parent} before this process ({child}) was forked "
     "from it, and OpenCL drivers do not work in a forked child; start worker processes with "
@@ -29,6 +40,20 @@ FORK_HINT = (
 # The process that first called into the OpenCL driver, and this process' own selector.
 _opencl_pid: int | None = None
 _process_device: str | None = None
+# The check's verdict per (platform, platform version, device, driver version): None when the
+# device passed, else the one-line reason it failed.
+_CHECKED: dict[tuple[str, str, str, str], str | None] = {}
+PROBE_KERNEL = "gpu_deconv_probe"
+# Any failure of the compiler (an unknown CPU, a missing builtin) fails this build as it would
+# fail the package's kernels; running it catches a device that builds but cannot launch.
+PROBE_SOURCE = """
+__kernel void gpu_deconv_probe(__global float *x)
+{
+    const size_t i = get_global_id(0);
+    x[i] = fma(x[i], 2.0f, 1.0f);
+}
+"""
+TYPE_SELECTORS = ("gpu", "cpu", "accelerator")
 
 
 @dataclass(frozen=True)
@@ -48,7 +73,13 @@ class DeviceInfo:
     max_allocation : int
         Largest single buffer in bytes.
     is_default : bool
-        Whether ``device=None`` picks this device (GPU first, then the largest memory).
+        Whether ``device=None`` picks this device (a usable GPU first, then the largest memory).
+    driver : str
+        The driver's version (``CL_DRIVER_VERSION``).
+    usable : bool
+        Whether the device passed its check (a kernel built and run on it).
+    problem : str or None
+        Why the device failed its check (one line), or None.
     """
 
     name: str
@@ -57,6 +88,9 @@ class DeviceInfo:
     global_memory: int
     max_allocation: int
     is_default: bool
+    driver: str = ""
+    usable: bool = True
+    problem: str | None = None
 
 
 def check_not_forked() -> None:
@@ -120,6 +154,78 @@ def _all_devices() -> list[tuple[Any, Any]]:
     return found
 
 
+def _check_key(device: Any) -> tuple[str, str, str, str]:
+    platform = device.platform
+    return (
+        platform.name.strip(),
+        platform.version.strip(),
+        device.name.strip(),
+        device.driver_version.strip(),
+    )
+
+
+def _run_probe(cl: Any, device: Any) -> None:
+    """Build and run :data:`PROBE_SOURCE` on ``device``; raise whatever the driver raises."""
+    context = cl.Context([device])
+    queue = cl.CommandQueue(context)
+    kernel = cl.Kernel(cl.Program(context, PROBE_SOURCE).build(), PROBE_KERNEL)
+    host = np.arange(4, dtype=np.float32)
+    buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+    kernel(queue, host.shape, None, buffer)
+    cl.enqueue_copy(queue, host, buffer)
+    if not np.array_equal(host, 2 * np.arange(4, dtype=np.float32) + 1):
+        raise RuntimeError(f"the probe kernel computed {host.tolist()} instead of [1, 3, 5, 7]")
+
+
+def first_error_line(exc: BaseException) -> str:
+    """Return the compiler's own complaint out of a build log, else the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "error:" in line:
+            return line[line.index("error:") + len("error:") :].strip()[:200]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def device_problem(device: Any) -> str | None:
+    """Check ``device`` once per process: None if it builds and runs a kernel, else why not.
+
+    The verdict is cached by platform, device and driver version, so a device costs one small
+    build per process (PoCL caches the binary on disk between processes).
+
+    Parameters
+    ----------
+    device : pyopencl.Device
+        The device to check.
+
+    Returns
+    -------
+    str or None
+        The one-line reason the device cannot be used, or None.
+    """
+    key = _check_key(device)
+    if key not in _CHECKED:
+        cl = import_pyopencl()
+        try:
+            _run_probe(cl, device)
+            _CHECKED[key] = None
+        except Exception as exc:  # any driver failure makes the device unusable
+            _CHECKED[key] = first_error_line(exc)
+    return _CHECKED[key]
+
+
+def describe(device: Any) -> str:
+    """Return ``'NAME' (PLATFORM, PLATFORM_VERSION, driver DRIVER)``, for messages."""
+    platform, version, name, driver = _check_key(device)
+    return f"{name!r} ({platform}, {version}, driver {driver})"
+
+
+def unusable_error(device: Any, problem: str) -> BackendUnavailableError:
+    """Return the short error for a device that failed its check: device, reason, fix."""
+    return BackendUnavailableError(
+        f"OpenCL device {describe(device)} failed its check: {problem}\n{FIX_HINT}"
+    )
+
+
 def is_simulator(device: Any) -> bool:
     """Whether ``device`` is a checking simulator (Oclgrind), usable only when named."""
     return "oclgrind" in device.platform.name.lower()
@@ -132,25 +238,28 @@ def is_fast_device(device: Any) -> bool:
     return fast and not is_simulator(device)
 
 
-def _rank(cl: Any, device: Any) -> tuple[int, int]:
+def _rank(cl: Any, device: Any) -> tuple[bool, int, int]:
     kind = _device_type(cl, device)
     # Oclgrind calls itself a GPU but interprets kernels: never a default.
     order = 3 if is_simulator(device) else {"GPU": 0, "ACCELERATOR": 1}.get(kind, 2)
-    return (order, -int(device.global_mem_size))
+    return (device_problem(device) is not None, order, -int(device.global_mem_size))
 
 
 def pick_device(device: str | None = None) -> Any:
-    """Return the pyopencl device for a name substring (or the env variable, or the default).
+    """Return the pyopencl device for a selector (or the env variable, or the default).
+
+    Only devices that pass their check (:func:`device_problem`) are chosen.
 
     Parameters
     ----------
     device : str, optional
-        Case-insensitive substring of the device name, optionally followed by ``#k`` for the
-        k-th match (``"H100#1"``: the second H100; ``"#1"``: the second device in
-        :func:`list_devices` order); by default ``$GPU_DECONV_DEVICE``, and without it the
-        first GPU (then accelerator, then CPU), larger memory first; the Oclgrind simulator
-        only when named. ``None`` means this process' device (:func:`set_process_device`),
-        else ``$GPU_DECONV_DEVICE``, else the default.
+        ``"gpu"``, ``"cpu"`` or ``"accelerator"`` (by type), or a case-insensitive substring of
+        the device name; either optionally followed by ``#k`` for the k-th match in
+        :func:`list_devices` order (``"H100#1"``: the second H100; ``"#1"``: the second device).
+        Without ``#k``, the first usable match. By default ``$GPU_DECONV_DEVICE``, and
+        without it the first usable GPU (then accelerator, then CPU), larger memory first; the
+        Oclgrind simulator only when named. ``None`` means this process' device
+        (:func:`set_process_device`), else ``$GPU_DECONV_DEVICE``, else the default.
 
     Returns
     -------
@@ -160,27 +269,68 @@ def pick_device(device: str | None = None) -> Any:
     Raises
     ------
     BackendUnavailableError
-        If no OpenCL device exists, none matches ``device``, or this process was forked after
-        its parent used OpenCL.
+        If no OpenCL device exists, none matches ``device``, the one it names failed its check
+        (the message names the device, its driver and the fix), or this process was forked
+        after its parent used OpenCL.
     """
     cl = import_pyopencl()
-    devices = _ranked_devices(cl)
+    devices = [d for _, d in _ranked_devices(cl)]
     if not devices:
         raise BackendUnavailableError(f"no OpenCL device found; {INSTALL_HINT}")
     wanted = device if device is not None else default_selector()
     if wanted is None:
-        return devices[0][1]
-    name, _, index = wanted.rpartition("#") if "#" in wanted else (wanted, "", "0")
-    matches = [(p, d) for p, d in devices if name.lower() in d.name.lower()]
-    if not index.isdigit():
+        usable = [d for d in devices if device_problem(d) is None and not is_simulator(d)]
+        if not usable:
+            raise unusable_error(devices[0], str(device_problem(devices[0])))
+        return usable[0]
+    name, _, index = wanted.rpartition("#") if "#" in wanted else (wanted, "", "")
+    if index and not index.isdigit():
         raise BackendUnavailableError(f"device {wanted!r}: '#' must be followed by an index")
-    if int(index) >= len(matches):
-        names = ", ".join(repr(d.name.strip()) for _, d in devices)
+    matches = [d for d in devices if _matches(cl, d, name)]
+    if not index:  # the first match that works (a broken twin on another platform is skipped)
+        chosen = next((d for d in matches if device_problem(d) is None), None)
+        if chosen is None and matches:
+            raise unusable_error(matches[0], str(device_problem(matches[0])))
+    else:
+        chosen = matches[int(index)] if int(index) < len(matches) else None
+    if chosen is None:
+        names = ", ".join(repr(d.name.strip()) for d in devices)
         found = f"only {len(matches)} match {name!r}" if matches else "none matches"
         raise BackendUnavailableError(
             f"no OpenCL device matches {wanted!r} ({found}); available: {names}"
         )
-    return matches[int(index)][1]
+    problem = device_problem(chosen)
+    if problem is not None:
+        raise unusable_error(chosen, problem)
+    return chosen
+
+
+def _matches(cl: Any, device: Any, name: str) -> bool:
+    """Whether ``device`` is of the type ``name`` names, or has ``name`` in its name."""
+    if name.lower() in TYPE_SELECTORS:
+        return _device_type(cl, device) == name.upper()
+    return name.lower() in device.name.lower()
+
+
+def distinct_selectors() -> list[str]:
+    """``"#k"`` selectors of this host's usable devices of the default's type, each once.
+
+    What :func:`gpu_deconv.dask.assign_devices` hands out: GPUs if the host has a usable one,
+    else CPU devices. Two platforms can expose the same CPU (the distribution's PoCL beside
+    PyPI's): only the CPU devices of the first platform in :func:`list_devices` order count
+    (that order puts usable devices first); the simulator never does.
+    """
+    cl = import_pyopencl()
+    ranked = [d for _, d in _ranked_devices(cl)]
+    usable = [d for d in ranked if device_problem(d) is None and not is_simulator(d)]
+    if not usable:
+        return []
+    kind = _device_type(cl, usable[0])
+    same = [d for d in usable if _device_type(cl, d) == kind]
+    if kind == "CPU":
+        platform = same[0].platform.int_ptr
+        same = [d for d in same if d.platform.int_ptr == platform]
+    return [f"#{ranked.index(d)}" for d in same]
 
 
 def _ranked_devices(cl: Any) -> list[tuple[Any, Any]]:
@@ -200,7 +350,8 @@ def list_devices() -> list[DeviceInfo]:
     -------
     list of DeviceInfo
         Every device of every platform, in the order ``device="#k"`` counts them (the default
-        first); empty when there is none (or pyopencl is missing).
+        first, devices that failed their check last, with the reason); empty when there is
+        none (or pyopencl is missing).
 
     Raises
     ------
@@ -219,6 +370,10 @@ def list_devices() -> list[DeviceInfo]:
         devices = _ranked_devices(cl)
     except BackendUnavailableError:
         return []
+    try:
+        default = pick_device(None)
+    except BackendUnavailableError:
+        default = None
     return [
         DeviceInfo(
             name=d.name.strip(),
@@ -226,7 +381,10 @@ def list_devices() -> list[DeviceInfo]:
             type=_device_type(cl, d),
             global_memory=int(d.global_mem_size),
             max_allocation=int(d.max_mem_alloc_size),
-            is_default=i == 0,
+            is_default=default is not None and d.int_ptr == default.int_ptr,
+            driver=d.driver_version.strip(),
+            usable=device_problem(d) is None,
+            problem=device_problem(d),
         )
-        for i, (p, d) in enumerate(devices)
+        for p, d in devices
     ]

@@ -30,10 +30,12 @@ from ._base import (
 )
 from ._calibration import load_costs
 from ._opencl_devices import (
+    first_error_line,
     import_pyopencl,
     is_fast_device,
     list_devices,
     pick_device,
+    unusable_error,
 )
 from ._planning import (
     CostModel,
@@ -288,7 +290,10 @@ class OpenCLBackend:
         self.auto_priority = 2 if is_gpu else 0
         self.transforms: tuple[str, ...] = ("rfft", "dct1", "dct2") if _pyvkfft() else ()
         self._warned_no_fft = False
-        program = cl.Program(self.context, _kernel_source()).build()
+        try:
+            program = cl.Program(self.context, _kernel_source()).build()
+        except cl.Error as exc:  # a compiler the probe did not trip (device_problem)
+            raise unusable_error(chosen, first_error_line(exc)) from None
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_FILES}
         self._fft_plans: dict[tuple, Any] = {}
         self._reductions: dict[str, Any] | None = None  # built on first use

@@ -100,7 +100,19 @@ OPTIONS: tuple[Option, ...] = (
         convert=lambda text: _number(text, "regularization") or None,
     ),
     Option("backend", "auto", lambda: tuple(available_backends()), "where it runs"),
-    Option("device", "", tooltip="OpenCL device name (empty: the default)", convert=_none_if("")),
+    Option(
+        "device",
+        "",
+        tooltip="OpenCL device: gpu, cpu or a name (empty: the default)",
+        convert=_none_if(""),
+    ),
+    Option(
+        "threads",
+        0,
+        tooltip="threads of the NumPy backend's FFTs (0: all cores)",
+        convert=lambda value: value or None,
+        limits=(0, 1024),
+    ),
     Option(
         "tile_shape",
         "none",
