@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := opencl,test,demo,dask,lint,napari
 DEMO_OUT ?= demo_output
 
-.PHONY: venv test demo lint bench check-kernels clean
+.PHONY: venv test test-clesperanto demo lint bench check-kernels clean
 
 $(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh .ci/install_opencl.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,19 @@ venv: $(STAMP)
 # Xvfb): a missing device or napari fails, not skips.
 test: $(STAMP)
 	GPU_DECONV_REQUIRE_OPENCL=1 GPU_DECONV_REQUIRE_NAPARI=1 $(PY) -m pytest
+
+# pyclesperanto-prototype pins numpy<2: its interop test runs in an environment of its own.
+CLE_VENV := .venv-clesperanto
+$(CLE_VENV)/.installed: pyproject.toml Makefile .ci/install_opencl.sh
+	test -x $(CLE_VENV)/bin/python || $(PYTHON) -m venv $(CLE_VENV)
+	$(CLE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLE_VENV)/bin/python -m pip install --quiet -e ".[clesperanto]" "pytest>=7.4"
+	bash .ci/install_opencl.sh $(CLE_VENV)/bin/python
+	touch $@
+
+test-clesperanto: $(CLE_VENV)/.installed
+	GPU_DECONV_REQUIRE_OPENCL=1 $(CLE_VENV)/bin/python -m pytest -p no:cacheprovider \
+		tests/test_clesperanto.py tests/test_device_arrays.py
 
 demo: $(STAMP)
 	$(VENV)/bin/gpu-deconv demo --out $(DEMO_OUT)
@@ -46,4 +59,4 @@ check-kernels: $(STAMP)
 	bash .ci/check_kernels.sh $(PY)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLE_VENV) $(DEMO_OUT) .pytest_cache .hypothesis

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _device_io as dio
 from . import _scaling, tiling
 from . import _validation as v
 from .backends import Backend, get_backend
@@ -260,13 +261,19 @@ def _filter(
 ) -> np.ndarray:
     """Validate, scale, plan tiles and run one direct filter (the two front ends' shared body)."""
     boundary = check_filter_boundary(boundary)
-    be = get_backend(backend, device=device)
-    image = v.check_image(image, dtype, stacklevel=3, supported=be.dtypes, nonnegative=False)
+    template = image if dio.is_device_array(image) else None
+    if template is not None:  # runs on its own queue, stays there, whole
+        be = dio.backend_for(image, backend, device)
+        image = dio.check_image(be, image, dtype, stacklevel=2, nonnegative=False)
+        psf, tile_shape = dio.host_psf(psf), None
+    else:
+        be = get_backend(backend, device=device)
+        image = v.check_image(image, dtype, stacklevel=3, supported=be.dtypes, nonnegative=False)
     psf = v.check_psf(psf, image.ndim, normalize_psf)
     # Power-of-two scaling (exact; see _scaling): the image to a maximum in [1, 2), an
     # unnormalised PSF to a sum in [1, 2), and the weights to match (PSF scale p enters
     # squared: conj(L) / (|L|^2 + lam) = 2^-p conj(L') / (|L'|^2 + 2^-2p lam)).
-    k = _scaling.exponent(float(np.abs(image).max()))
+    k = _scaling.exponent(dio.array_abs_max(image))
     _scaling.scale_in_place(image, k)
     p = _scaling.sum_exponent(psf)
     if p:
@@ -311,13 +318,14 @@ def _filter(
             source = be.to_backend(region)
             out = be.empty(region.shape, region.dtype)
             prepared.apply(source, out)
-            return {0: be.to_numpy(out)}
+            return {0: out if template is not None else be.to_numpy(out)}
 
         if tiles is None:
             result = run(image)[0]
         else:
             result = tiling.deconvolve_tiles(tiles, image, image, [0], run)[0]
-    return _scaling.unscale_in_place(result, k - p)
+    result = _scaling.unscale_in_place(result, k - p)
+    return result if template is None else dio.like(template, result)
 
 
 def check_filter_boundary(boundary: Any) -> str:

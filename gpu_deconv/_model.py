@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._device_io import is_array
 from ._regularization import TotalVariation
 from .algorithms import OBSERVED, WORK, Algorithm, Model
 from .backends import Backend
@@ -100,7 +101,7 @@ def build_model(
         del observed_voxels
         be.inverse_weights(weights, UNOBSERVED_WEIGHT, out=weights)
     if mask is not None and start is not image:
-        np.multiply(image, mask, out=image)  # the private copy is not needed unmasked
+        image *= mask  # the private copy is not needed unmasked
     elif mask is not None:
         image = image * mask  # the unmasked image stays the start
     observed = be.to_backend(image)
@@ -117,7 +118,7 @@ def build_model(
 def _start(be, plan: BlurPlan, image, start, observed, dtype) -> Any:
     if not plan.same_domain:
         return be.to_backend(_grown_start(plan, start, dtype))
-    if not isinstance(start, np.ndarray):
+    if not is_array(start):
         return be.full(plan.work_shape, start, dtype)
     if start is image:  # the observed image itself (with a mask, image is the masked copy)
         return be.copy(observed)

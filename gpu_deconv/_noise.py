@@ -133,16 +133,21 @@ def warn_without_light(image: np.ndarray, background: Any, shift: float, stackle
     """
     if _PIECE.get():
         return
+    from ._device_io import array_max, is_device_array, statistics
+
     if isinstance(background, float):
         if background == 0 or image.size == 0:
             return
-        peak = float(image.max()) - shift
+        peak = array_max(image) - shift
         if peak > background:
             return
         given = f"the background ({background:g}) is at or above every value of the image"
         given += f" (at most {peak:g})"
     else:
-        if (image > (background + image.dtype.type(shift) if shift else background)).any():
+        if is_device_array(image):
+            if statistics(image, other=background, shift=shift).above:
+                return
+        elif (image > (background + image.dtype.type(shift) if shift else background)).any():
             return
         given = "the background map is at or above the image everywhere"
     warnings.warn(

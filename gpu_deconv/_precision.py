@@ -37,9 +37,13 @@ class PrecisionWarning(UserWarning):
 
 def dim_fraction(image: np.ndarray, limit: float = DYNAMIC_RANGE_LIMIT) -> float:
     """Return the fraction of voxels that are positive but below ``image.max() / limit``."""
-    peak = float(image.max())
+    from ._device_io import array_max, is_device_array, statistics
+
+    peak = array_max(image)
     if not peak > 0:
         return 0.0
+    if is_device_array(image):
+        return statistics(image, below=peak / limit).dim / image.size
     below = np.count_nonzero(image < peak / limit) - np.count_nonzero(image <= 0)
     return below / image.size
 

@@ -10,10 +10,11 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, NamedTuple, overload
+from typing import Any, Literal, NamedTuple, cast, overload
 
 import numpy as np
 
+from . import _device_io as dio
 from . import _noise, _precision, _regularization, _scaling, _stopping, tiling
 from . import _validation as v
 from ._model import build_model, is_weighted, memory_need
@@ -50,8 +51,15 @@ def _validate(
     """
     boundary = v.check_boundary(boundary, estimate)
     method = v.check_method(method)
-    be = get_backend(backend, device=device, threads=threads)
-    image = v.check_image(image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes, shift=shift)
+    if dio.is_device_array(image):  # it runs on its own queue, and stays there
+        be = dio.backend_for(image, backend, device)
+        image = dio.check_image(be, image, dtype, stacklevel + 1, shift=shift)
+        psf = dio.host_psf(psf)
+    else:
+        be = get_backend(backend, device=device, threads=threads)
+        image = v.check_image(
+            image, dtype, stacklevel=stacklevel + 1, supported=be.dtypes, shift=shift
+        )
     psf = v.check_psf(psf, image.ndim, normalize_psf)
     return image, psf, be, boundary, method
 
@@ -489,6 +497,12 @@ def deconvolve(
     if not isinstance(return_info, bool):
         raise TypeError(f"return_info must be True or False, got {return_info!r}")
     read_noise = _noise.check_read_noise(read_noise)
+    template = image if dio.is_device_array(image) else None
+    if template is not None and rule == "holdout":
+        raise ValueError(
+            "stop='holdout' splits the counts on the host: with a device image use "
+            "stop='discrepancy'"
+        )
     image, psf, be, boundary, method = _validate(
         image,
         psf,
@@ -503,17 +517,24 @@ def deconvolve(
         shift=read_noise**2,
         threads=threads,
     )
+    if template is not None:
+        mask = dio.check_mask(be, mask, image.shape)
+        background = dio.check_background(be, background, image.shape)
+        tile_shape = None  # a device image is deconvolved whole, where it is
+    else:
+        mask = v.check_mask(mask, image.shape)
+        background = _noise.check_background(background, image.shape, image.dtype)
     problem = Problem(
         image,
         psf,
         be,
         boundary,
         method,
-        v.check_mask(mask, image.shape),
+        mask,
         v.margins_for(boundary, margin, psf.shape),
         init,
         eps,
-        _noise.check_background(background, image.shape, image.dtype),
+        background,
         read_noise,
         _regularization.check_regularization(regularization),
         _regularization.check_spacing(spacing, image.ndim),
@@ -552,6 +573,8 @@ def deconvolve(
         record=return_info,
         stacklevel=stacklevel + 1,
     )
+    if template is not None:  # the caller's own array class (clesperanto's)
+        kept = {k: dio.like(template, array) for k, array in kept.items()}
     estimate = {k: kept[k] for k in wanted} if wanted else kept[info.iterations]
     return (estimate, info) if return_info else estimate
 
@@ -564,7 +587,7 @@ class _Options:
         self.backend = problem.backend
         self.weighted = is_weighted(problem.spec, problem.mask)
         self.extra: dict[str, str] = {}
-        if isinstance(problem.background, np.ndarray):
+        if dio.is_array(problem.background):
             self.extra["background"] = OBSERVED
         if problem.strength:
             self.extra["tv_factor"] = WORK
@@ -682,13 +705,17 @@ def _solve(
     image = p.image
     # The image holds the data plus the read noise's variance (see deconvolve).
     variance = p.read_noise**2
-    start = v.initial_estimate(
-        v.default_init(p.boundary) if p.init is None else p.init,
-        image,
-        p.mask,
-        p.background,
-        shift=variance,
-    )
+    on_device = dio.is_device_array(image)
+    if on_device:
+        start = dio.initial_estimate(be, p.init, image, p.mask, p.background, variance, p.boundary)
+    else:
+        start = v.initial_estimate(
+            v.default_init(p.boundary) if p.init is None else p.init,
+            image,
+            p.mask,
+            p.background,
+            shift=variance,
+        )
     image, start, psf, eps, exponent = _scaling.scale_problem(image, start, p.psf, p.eps)
     scale = math.ldexp(1.0, -exponent)  # data units per photon
     # The model is H f + b with H the PSF normalised to sum 1 (its scale never matters, as in
@@ -700,14 +727,14 @@ def _solve(
     tv = None
     if p.strength:
         tv = _regularization.total_variation(
-            p.strength, p.spacing, float(image.max()), float(image.mean())
+            p.strength, p.spacing, dio.array_max(image), dio.array_mean(image)
         )
     background_map = None
     offset = variance * model_scale
-    if isinstance(p.background, np.ndarray):
+    if dio.is_array(p.background):
         background_map = p.background * dtype.type(model_scale)  # a power of two: exact
     else:
-        offset += p.background * model_scale
+        offset += float(p.background) * model_scale
     held_out = None if validation is None else validation * dtype.type(scale)
     count, rule, limit = schedule.iterations, schedule.rule, schedule.limit
     monitored = record or rule is not None
@@ -746,11 +773,13 @@ def _solve(
                     model, fields["mask"], scale, 1.0 / psf_sum, fields["validation"]
                 )
             kept, history = _iterate(
-                algorithm(model), model, count, limit, keep, callback, bar, monitor, stopper
+                algorithm(model), model, count, limit, keep, callback, bar, monitor, stopper, take
             )
             histories.append(history)
             return kept
 
+        # Results stay where the image came from: on its device, or on the host.
+        take = cast(Any, be).region_copy if on_device else be.to_numpy
         fields = {"mask": p.mask, "background": background_map, "validation": held_out}
         try:
             if plan is None:
@@ -802,16 +831,18 @@ def _solve(
 
 
 def _iterate(
-    algorithm, model, count, limit, keep, callback, bar, monitor=None, rule=None
+    algorithm, model, count, limit, keep, callback, bar, monitor=None, rule=None, take=None
 ) -> tuple[dict[int, np.ndarray], list[dict[str, float]]]:
     """Step ``algorithm`` ``count`` times, or until ``rule`` says stop (at most ``limit``).
 
     Returns ``{k: estimate}`` for ``keep`` (and the stop, unless the rule is the hold-out's),
-    and the monitor's records (empty without a monitor).
+    and the monitor's records (empty without a monitor). ``take(estimate, region)`` copies an
+    estimate out (by default to the host).
     """
     be, plan = model.backend, model.operator.plan
+    take = be.to_numpy if take is None else take
     region = None if plan.same_domain else plan.observed
-    kept = {0: be.to_numpy(algorithm.estimate, region)} if 0 in keep else {}
+    kept = {0: take(algorithm.estimate, region)} if 0 in keep else {}
     history = [] if monitor is None else [monitor.record(0, algorithm.estimate)]
     last = count if rule is None else limit
     k = 0
@@ -822,14 +853,14 @@ def _iterate(
         if monitor is not None:
             history.append(monitor.record(k, algorithm.estimate))
         if k in keep:
-            kept[k] = be.to_numpy(algorithm.estimate, region)
+            kept[k] = take(algorithm.estimate, region)
         if bar is not None:
             bar.update(1)
         if callback is not None:
             callback(k)
         stopped = rule is not None and rule.done(history)
     if rule is not None and rule.name != "holdout" and k not in kept:
-        kept[k] = be.to_numpy(algorithm.estimate, region)
+        kept[k] = take(algorithm.estimate, region)
     return kept, history
 
 
@@ -841,6 +872,7 @@ def _progress_bar(total: int, backend: str, method: str, pieces: int):
 
 
 def _blur(direction, image, psf, backend, method, boundary, dtype, normalize_psf, device):
+    template = image if dio.is_device_array(image) else None
     image, psf, be, boundary, method = _validate(
         image, psf, backend, method, boundary, dtype, normalize_psf, device, stacklevel=3
     )
@@ -851,6 +883,8 @@ def _blur(direction, image, psf, backend, method, boundary, dtype, normalize_psf
         out = be.empty(image.shape, image.dtype)
         apply = operator.convolve if direction == "convolve" else operator.correlate
         apply(source, out=out)
+        if template is not None:  # stays on the device, as the caller's array class
+            return dio.like(template, _scaling.unscale_in_place(out, exponent))
         return _scaling.unscale_in_place(be.to_numpy(out), exponent)
 
 

@@ -17,9 +17,11 @@ ratio is set to 0 where the blurred estimate is at most ``eps * max(image)``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from ._device_io import all_finite, array_max, is_array
 
 
 def exponent(peak: float) -> int:
@@ -56,7 +58,7 @@ def _times_power_of_two(array: np.ndarray, k: int) -> None:
     limit = np.finfo(array.dtype).maxexp - 2  # 2**±limit is a normal number of the dtype
     while k:
         part = max(-limit, min(limit, k))
-        np.multiply(array, array.dtype.type(2.0**part), out=array)
+        array *= np.dtype(array.dtype).type(2.0**part)  # in place, also on a device array
         k -= part
 
 
@@ -77,7 +79,7 @@ def unscale_in_place(array: np.ndarray, k: int) -> np.ndarray:
     """
     with np.errstate(over="ignore"):
         _times_power_of_two(array, k)
-    if not np.isfinite(array).all():
+    if not all_finite(array):
         top = np.finfo(array.dtype).max
         raise ValueError(
             f"the result exceeds the {array.dtype} range (largest value {top:.3g}): "
@@ -121,9 +123,7 @@ class Scaled(NamedTuple):
     exponent: int
 
 
-def scale_problem(
-    image: np.ndarray, start: np.ndarray | float, psf: np.ndarray, eps: float
-) -> Scaled:
+def scale_problem(image: Any, start: Any, psf: np.ndarray, eps: float) -> Scaled:
     """Scale a validated problem (see the module docstring); ``eps`` is relative to the maximum.
 
     ``image`` and an array ``start`` must be private copies: they are scaled in place.
@@ -134,7 +134,7 @@ def scale_problem(
         If the starting estimate is so large against the image that the first iteration
         would overflow the compute dtype, or so small that every ratio would be zero.
     """
-    peak = float(image.max())
+    peak = array_max(image)
     k = exponent(peak)
     psf_k = sum_exponent(psf)
     if psf_k:
@@ -147,8 +147,8 @@ def scale_problem(
     scaled_start: np.ndarray | float
     if start is image:
         scaled_start = start
-    elif isinstance(start, np.ndarray):
-        top = float(start.max())
+    elif is_array(start):
+        top = array_max(start)
         _check_start(math.ldexp(top, -k), top, peak, limit, threshold, psf_sum, image.dtype)
         scaled_start = scale_in_place(start, k)
     else:
@@ -179,7 +179,7 @@ def scale_blur(image: np.ndarray, psf: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     The blurred result is multiplied back by ``2**exponent`` with :func:`unscale_in_place`.
     """
-    k = exponent(float(image.max()))
+    k = exponent(array_max(image))
     psf_k = sum_exponent(psf)
     if psf_k:
         psf = np.ldexp(psf, -psf_k)

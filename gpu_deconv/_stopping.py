@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _noise
+from ._device_io import kept_voxels
 
 STOP_RULES = ("discrepancy", "relative", "holdout")
 DEFAULT_STOP = "discrepancy"
@@ -174,7 +175,7 @@ class Monitor:
         self._gain = gain
         self._blurred = be.empty(plan.observed_shape, model.dtype)
         self._mask = None if mask is None else be.to_backend(mask.astype(model.dtype))
-        self._voxels = math.prod(plan.observed_shape) if mask is None else int(mask.sum())
+        self._voxels = math.prod(plan.observed_shape) if mask is None else kept_voxels(mask)
         self._table = be.to_backend(_noise.table())
         self._validation = None if validation is None else be.to_backend(validation)
 

@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import sys
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -123,7 +124,7 @@ class _BoundaryPadder:
         buf = self.buffer
         buf[self.geometry.crop] = x
         for axis, outside, source in self._fills:
-            index = [slice(None)] * buf.ndim
+            index: list[Any] = [slice(None)] * buf.ndim
             index[axis] = outside
             # Axes filled earlier are already extended, so later axes copy full-length slabs:
             # that is the tensor-product extension scipy.ndimage uses.

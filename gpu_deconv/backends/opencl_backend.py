@@ -15,7 +15,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.fft
@@ -30,6 +30,7 @@ from ._base import (
 )
 from ._calibration import load_costs
 from ._opencl_devices import (
+    device_problem,
     first_error_line,
     import_pyopencl,
     is_fast_device,
@@ -99,6 +100,23 @@ FFT_PLAN_CACHE_SIZE = 8  # VkFFT plans compile kernels per shape: keep the recen
 # Work items of a float64 reduction (reductions.cl): enough to fill the device, few partial
 # sums to bring back (512 KiB on a GPU, 32 KiB on a CPU).
 REDUCTION_ITEMS = {"gpu": 65536, "cpu": 4096}
+# Work items of the work group that combines one output's partial sums on the device
+# (reductions.cl's combine_partials; a power of two every device's work groups allow), and
+# the code of each way of combining.
+COMBINE_ITEMS = 64
+COMBINE_CODES = {np.sum: 0, np.min: 1, np.max: 2}
+
+
+class DeviceStatistics(NamedTuple):
+    """One pass over a device array (:meth:`OpenCLBackend.statistics`)."""
+
+    nonfinite: int
+    kept: int
+    sum: float
+    min: float
+    max: float
+    dim: int
+    above: int
 
 
 class InsufficientDeviceMemoryError(MemoryError):
@@ -251,9 +269,13 @@ class OpenCLBackend:
     Parameters
     ----------
     device : str, optional
-        Device name substring, ``"name#k"`` for the k-th match; by default the device set for
-        this process (:func:`~gpu_deconv.dask.assign_devices`), ``$GPU_DECONV_DEVICE`` or the
-        first GPU.
+        ``"gpu"``, ``"cpu"``, a device name substring, ``"name#k"`` for the k-th match; by
+        default the device set for this process (:func:`~gpu_deconv.dask.assign_devices`),
+        ``$GPU_DECONV_DEVICE`` or the first GPU.
+    queue : pyopencl.CommandQueue, optional
+        Run on this queue, its context and device instead (keyword only; ``device`` is then
+        ignored): how arrays another library made (``pyclesperanto_prototype.push``) are
+        deconvolved where they are.
 
     Raises
     ------
@@ -267,19 +289,26 @@ class OpenCLBackend:
     uses_host_memory = False
     list_devices = staticmethod(list_devices)
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, *, queue: Any = None):
         cl = import_pyopencl()
         import pyopencl.array
 
-        chosen = pick_device(device)
+        if queue is None:
+            chosen = pick_device(device)
+        else:  # a queue the caller owns (clesperanto's): its device, checked like any other
+            chosen = queue.device
+            problem = device_problem(chosen)
+            if problem is not None:
+                raise unusable_error(chosen, problem)
         self._cl = cl
         self._array = pyopencl.array
         self.device = chosen
         self.device_name = chosen.name.strip()
         # Our own context and queue: every buffer, kernel and FFT plan of this backend lives
-        # there, whatever other backends (or clesperanto's current device) use.
-        self.context = cl.Context([chosen])
-        self.queue = cl.CommandQueue(self.context)
+        # there, whatever other backends (or clesperanto's current device) use. Or the
+        # caller's, so that its arrays are used where they are.
+        self.context = cl.Context([chosen]) if queue is None else queue.context
+        self.queue = cl.CommandQueue(self.context) if queue is None else queue
         is_gpu = is_fast_device(chosen)
         self._reduction_items = REDUCTION_ITEMS["gpu" if is_gpu else "cpu"]
         self._contiguous_shares = np.int32(not is_gpu)  # how reductions split (share())
@@ -308,12 +337,32 @@ class OpenCLBackend:
     def to_backend(self, array: np.ndarray) -> Any:
         if array.dtype != np.float32:
             raise TypeError(f"the opencl backend computes in float32, got {array.dtype}")
+        if isinstance(array, self._array.Array):  # already here (a device image's pieces)
+            return array
         return self._array.to_device(self.queue, np.ascontiguousarray(array))
 
     def to_numpy(self, array: Any, region: tuple[slice, ...] | None = None) -> np.ndarray:
         host = array.get(queue=self.queue)
         # The whole buffer comes over, then the region is cut out on the host.
         return host if region is None else np.ascontiguousarray(host[region])
+
+    def region_copy(self, array: Any, region: tuple[slice, ...] | None = None) -> Any:
+        """Return a new device array holding ``array[region]`` (all of it by default)."""
+        if region is None:
+            return self.copy(array)
+        shape = tuple(s.stop - s.start for s in region)
+        out = self.empty(shape, np.float32)
+        m0, m1, m2 = _shape3(array.shape)
+        b0, b1, b2 = _shape3(tuple(s.start for s in region), fill=0)
+        _, n1, n2 = _shape3(shape)
+        self.launch(
+            "crop",
+            (n2, n1, _shape3(shape)[0]),
+            out.data,
+            array.data,
+            *_i32(n1, n2, m1, m2, b0, b1, b2),
+        )
+        return out
 
     # -- device-side allocation ------------------------------------------------------------------
     def full(self, shape, value: float, dtype) -> Any:
@@ -464,13 +513,20 @@ class OpenCLBackend:
         return _change_update(self, whole, correction, point, weights, floor, out, change, earlier)
 
     def _reduce(
-        self, name: str, first: Any, *args: Any, outputs: int = 1, contiguous: bool | None = None
+        self,
+        name: str,
+        first: Any,
+        *args: Any,
+        outputs: int = 1,
+        contiguous: bool | None = None,
+        combines: list[Callable[[np.ndarray], Any]] | None = None,
     ) -> list[float]:
         """Run a float64 partial-sum kernel (``reductions.cl``); add the partial sums on the host.
 
         ``first`` (a backend array) sets the element count; ``args`` are arrays or scalars in
         the kernel's order. One small transfer: ``outputs`` float64 sums per work item.
-        ``contiguous`` overrides how the items share the elements (by default, by device).
+        ``contiguous`` overrides how the items share the elements (by default, by device);
+        ``combines`` how each output's partials are combined (by default summed).
         """
         import pyopencl.array as cla
 
@@ -491,6 +547,8 @@ class OpenCLBackend:
                 "accelerated_update_partial",
                 "discrepancy_partial",
                 "holdout_partial",
+                "statistics_partial",
+                "combine_partials",
             )
             self._reductions = {k: self._cl.Kernel(program, k) for k in names}
         items = self._reduction_items
@@ -500,7 +558,43 @@ class OpenCLBackend:
         n = np.uint64(first.size)
         runs = self._contiguous_shares if contiguous is None else np.int32(contiguous)
         kernel(self.queue, (items,), None, partial.data, *values, n, runs)
-        return [float(s) for s in partial.get().reshape(outputs, -1).sum(axis=1)]
+        # Combined on the device: one double per output comes over, not one per item.
+        ops = combines or [np.sum] * outputs
+        codes = sum(COMBINE_CODES[op] << (2 * row) for row, op in enumerate(ops))
+        combined = cla.empty(self.queue, (outputs,), np.float64)
+        self._reductions["combine_partials"](
+            self.queue,
+            (COMBINE_ITEMS, outputs),
+            (COMBINE_ITEMS, 1),
+            combined.data,
+            partial.data,
+            np.uint32(items),
+            np.uint32(codes),
+            self._cl.LocalMemory(8 * COMBINE_ITEMS),
+        )
+        return [float(value) for value in combined.get()]
+
+    def statistics(
+        self, x: Any, mask: Any = None, other: Any = None, shift: float = 0.0, below: float = 0.0
+    ) -> DeviceStatistics:
+        """Summarise a device array in one pass; only the partial results come to the host.
+
+        ``mask`` (float, > 0 where kept) restricts the count and sum; ``below`` counts the
+        voxels in ``(0, below)``; ``other`` counts the voxels above ``other + shift``.
+        """
+        nonfinite, kept, total, lowest, highest, dim, above = self._reduce(
+            "statistics_partial",
+            x,
+            *_optional(mask, x),
+            *_optional(other, x),
+            np.float32(shift),
+            np.float32(below),
+            outputs=7,
+            combines=[np.sum, np.sum, np.sum, np.min, np.max, np.sum, np.sum],
+        )
+        return DeviceStatistics(
+            int(nonfinite), int(kept), total, lowest, highest, int(dim), int(above)
+        )
 
     def synchronize(self) -> None:
         self.queue.finish()

@@ -183,3 +183,74 @@ __kernel void holdout_partial(__global double *partial, __global const float *va
     }
     partial[j] = acc;
 }
+
+// What the driver needs to know of a device image without bringing it over (device arrays in,
+// device arrays out): per work item, rows of G partials (G = global size)
+//   0 non-finite voxels, 1 voxels the mask keeps (all without one), 2 their sum,
+//   3 the smallest and 4 the largest finite value (the host takes the min / max of the row),
+//   5 voxels in (0, below), 6 voxels above other + shift (0 without other).
+__kernel void statistics_partial(__global double *partial, __global const float *x,
+                                 __global const float *mask, const int has_mask,
+                                 __global const float *other, const int has_other,
+                                 const float shift, const float below,
+                                 const unsigned long n, const int contiguous)
+{
+    const size_t j = get_global_id(0), g = get_global_size(0);
+    size_t first, end, step;
+    share(n, contiguous, &first, &end, &step);
+    double nonfinite = 0.0, kept = 0.0, sum = 0.0, dim = 0.0, above = 0.0;
+    double lowest = INFINITY, highest = -INFINITY;
+    for (size_t i = first; i < end; i += step) {
+        const float v = x[i];
+        if (!isfinite(v)) {
+            nonfinite += 1.0;
+            continue;
+        }
+        lowest = fmin(lowest, (double)v);
+        highest = fmax(highest, (double)v);
+        dim += (v > 0.0f && v < below) ? 1.0 : 0.0;
+        above += (has_other && v > other[i] + shift) ? 1.0 : 0.0;
+        if (!has_mask || mask[i] > 0.0f) {
+            kept += 1.0;
+            sum += (double)v;
+        }
+    }
+    partial[j] = nonfinite;
+    partial[g + j] = kept;
+    partial[2 * g + j] = sum;
+    partial[3 * g + j] = lowest;
+    partial[4 * g + j] = highest;
+    partial[5 * g + j] = dim;
+    partial[6 * g + j] = above;
+}
+
+// Second stage of every reduction above, on the device: work group r (of COMBINE_ITEMS items)
+// combines row r of the partials by op r of ops (2 bits each: 0 sum, 1 min, 2 max) into
+// out[r], so a reduction brings back one double per output whatever the number of items.
+inline double combine(const unsigned int op, const double a, const double b)
+{
+    return op == 0 ? a + b : (op == 1 ? fmin(a, b) : fmax(a, b));
+}
+
+__kernel void combine_partials(__global double *out, __global const double *partial,
+                               const unsigned int items, const unsigned int ops,
+                               __local double *scratch)
+{
+    const size_t j = get_local_id(0), g = get_local_size(0), r = get_group_id(1);
+    const unsigned int op = (ops >> (2 * r)) & 3u;
+    double acc = op == 0 ? 0.0 : (op == 1 ? INFINITY : -INFINITY);
+    for (size_t i = j; i < items; i += g) {
+        acc = combine(op, acc, partial[r * items + i]);
+    }
+    scratch[j] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (size_t width = g / 2; width > 0; width /= 2) {
+        if (j < width) {
+            scratch[j] = combine(op, scratch[j], scratch[j + width]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (j == 0) {
+        out[r] = scratch[0];
+    }
+}
