@@ -83,7 +83,7 @@ def center_psf(psf: np.ndarray) -> np.ndarray:
     --------
     >>> from gpu_deconv.psf import center_psf, gaussian_psf
     >>> off = np.roll(gaussian_psf((15, 15), 1.5), (2, -3), axis=(0, 1))
-    >>> np.unravel_index(center_psf(off).argmax(), off.shape)
+    >>> tuple(map(int, np.unravel_index(center_psf(off).argmax(), off.shape)))
     (7, 7)
     """
     data = v.check_psf(_measured(psf), np.ndim(psf), normalize=False)
@@ -237,7 +237,7 @@ def bead_psf(
     >>> from gpu_deconv.psf import bead_psf, gaussian_psf
     >>> bead = 100 * np.roll(gaussian_psf((31, 31), 2.0), 3, axis=1) + 5.0
     >>> h = bead_psf(bead, shape=(15, 15))
-    >>> h.shape, np.unravel_index(h.argmax(), h.shape)
+    >>> h.shape, tuple(map(int, np.unravel_index(h.argmax(), h.shape)))
     ((15, 15), (7, 7))
     """
     if (spacing is None) != (target_spacing is None):

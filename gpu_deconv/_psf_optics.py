@@ -61,7 +61,7 @@ def widefield_psf(
     --------
     >>> from gpu_deconv.psf import widefield_psf
     >>> h = widefield_psf((33, 65, 65), spacing=(0.2, 0.05, 0.05), wavelength=0.52, na=1.0)
-    >>> h.shape, round(float(h.sum()), 12), np.unravel_index(h.argmax(), h.shape)
+    >>> h.shape, round(float(h.sum()), 12), tuple(map(int, np.unravel_index(h.argmax(), h.shape)))
     ((33, 65, 65), 1.0, (16, 32, 32))
     """
     import psf
@@ -120,7 +120,7 @@ def confocal_psf(
     >>> from gpu_deconv.psf import confocal_psf
     >>> h = confocal_psf((17, 33, 33), spacing=(0.2, 0.05, 0.05), wavelength=0.52,
     ...                  excitation_wavelength=0.488, na=1.0, pinhole=1.0)
-    >>> h.shape, np.unravel_index(h.argmax(), h.shape)
+    >>> h.shape, tuple(map(int, np.unravel_index(h.argmax(), h.shape)))
     ((17, 33, 33), (8, 16, 16))
     """
     import psf

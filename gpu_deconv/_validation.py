@@ -110,17 +110,19 @@ def _cast(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     """
     if arr.dtype.kind == "f" and np.dtype(dtype).itemsize < arr.dtype.itemsize:
         info = np.finfo(dtype)
+        # Compared as Python floats: numpy 2 would cast the peak to info.max's float32.
+        largest, tiny = float(info.max), float(info.tiny)
         peak = max(float(arr.max()), -float(arr.min()))  # no |arr| temporary
-        if peak > info.max:
+        if peak > largest:
             raise ValueError(
                 f"{name} has values up to {peak:.3g}, beyond the {info.dtype} range "
-                f"(largest {info.max:.3g}); compute in float64 (dtype='float64', NumPy "
+                f"(largest {largest:.3g}); compute in float64 (dtype='float64', NumPy "
                 f"backend) or rescale {name}"
             )
-        if 0 < peak < info.tiny:
+        if 0 < peak < tiny:
             raise ValueError(
                 f"{name} has values only up to {peak:.3g}, below the {info.dtype} range "
-                f"(smallest normal {info.tiny:.3g}); compute in float64 (dtype='float64', "
+                f"(smallest normal {tiny:.3g}); compute in float64 (dtype='float64', "
                 f"NumPy backend) or rescale {name}"
             )
     return np.array(arr, dtype=dtype, order="C", copy=True)

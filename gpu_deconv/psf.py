@@ -58,7 +58,8 @@ def gaussian_psf(shape: Sequence[int], sigma: float | Sequence[float]) -> np.nda
     >>> import numpy as np
     >>> from gpu_deconv.psf import gaussian_psf
     >>> psf = gaussian_psf((25, 25), sigma=2)
-    >>> psf.shape, round(float(psf.sum()), 12), np.unravel_index(psf.argmax(), psf.shape)
+    >>> peak = tuple(map(int, np.unravel_index(psf.argmax(), psf.shape)))
+    >>> psf.shape, round(float(psf.sum()), 12), peak
     ((25, 25), 1.0, (12, 12))
     """
     shape = tuple(int(n) for n in shape)

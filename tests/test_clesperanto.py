@@ -6,6 +6,9 @@ Runs where pyclesperanto-prototype is installed: CI's clesperanto environment
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -47,3 +50,15 @@ def test_push_deconvolve_threshold_pull_stays_on_the_device(monkeypatch):
     # clesperanto takes the result as its own image.
     binary = cle.pull(cle.threshold_otsu(result))
     assert binary.shape == image.shape and 0 < binary.sum() < binary.size
+
+
+# clesperanto's own labelling kernels build with compiler remarks on PoCL: not ours.
+@pytest.mark.filterwarnings("ignore:Non-empty compiler output")
+def test_the_readme_clesperanto_example_runs():
+    require_backend("opencl")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "cle.push" in b]
+    assert len(blocks) == 1
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["result"].shape == (70, 70) and namespace["result"].max() >= 1

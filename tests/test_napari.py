@@ -60,6 +60,7 @@ def test_option_table_maps_to_keywords():
         "regularization": None,
         "backend": "auto",
         "device": None,
+        "threads": None,
         "tile_shape": None,
     }
     chosen = run_options(

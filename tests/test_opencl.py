@@ -183,8 +183,8 @@ print("RESULT:", out.dtype, out.shape)
     result = run_without_devices(code)
     assert result.returncode == 0, result.stderr
     assert (
-        "ERROR: no OpenCL device found; install an OpenCL driver: `pip install "
-        "pocl-binary-distribution`" in result.stdout
+        "ERROR: no OpenCL device found; install an OpenCL driver: the distribution's PoCL "
+        "(`apt-get install pocl-opencl-icd`" in result.stdout
     )
     assert "WARNINGS: 1 backend='auto': OpenCL unavailable" in result.stdout
     assert "RESULT: float64 (8, 8)" in result.stdout
