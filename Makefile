@@ -13,7 +13,7 @@ DEMO_OUT ?= demo_output
 
 .PHONY: venv test test-clesperanto demo lint bench check-kernels clean
 
-$(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh .ci/install_opencl.sh
+$(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh .ci/install_opencl.sh .ci/apt_install.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
@@ -31,7 +31,7 @@ test: $(STAMP)
 
 # pyclesperanto-prototype pins numpy<2: its interop test runs in an environment of its own.
 CLE_VENV := .venv-clesperanto
-$(CLE_VENV)/.installed: pyproject.toml Makefile .ci/install_opencl.sh
+$(CLE_VENV)/.installed: pyproject.toml Makefile .ci/install_opencl.sh .ci/apt_install.sh
 	test -x $(CLE_VENV)/bin/python || $(PYTHON) -m venv $(CLE_VENV)
 	$(CLE_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(CLE_VENV)/bin/python -m pip install --quiet -e ".[clesperanto]" "pytest>=7.4"

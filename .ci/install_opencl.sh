@@ -14,22 +14,9 @@ set -euo pipefail
 PY=${1:-python3}
 PACKAGES="opencl-headers ocl-icd-opencl-dev pocl-opencl-icd"
 
-missing=()
-if command -v dpkg-query >/dev/null; then
-    for package in $PACKAGES; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$package")
-    done
-fi
-if [ ${#missing[@]} != 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "install_opencl: not root, so not installing ${missing[*]} (the OpenCL headers," \
-             "loader and a CPU driver); without root use conda-forge's pocl and ocl-icd" >&2
-    fi
-fi
+# Without root only a warning: conda's pocl and ocl-icd can stand in (see above).
+bash "$(dirname "$0")/apt_install.sh" "the OpenCL headers, loader and CPU driver" $PACKAGES \
+    || echo "install_opencl: without root use conda-forge's pocl and ocl-icd" >&2
 
 if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then
     echo "install_opencl: no system OpenCL driver; installing PyPI's PoCL 3.0 as the fallback" \
