@@ -169,7 +169,13 @@ def _tiff_parameters(tif) -> dict | None:
 
 
 def _ome_zarr_meta(path: Path):
-    import zarr
+    try:
+        import zarr
+    except ImportError:  # a directory is only an image as OME-Zarr
+        raise ValueError(
+            f"{path} is a directory; reading it as OME-Zarr needs zarr: "
+            'pip install "gpu_deconv[dask]"'
+        ) from None
 
     try:
         group = zarr.open_group(str(path), mode="r")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Gather into DIR everything benchmarks/gpu/check.sh needs on a bare GPU machine without network:
-# numpy<2, pyopencl (and siphash24) wheels for each CPython in $GPU_CHECK_PYTHONS (default
-# "3.12 3.11"), the pure-Python packages (pyopencl's, pyclesperanto-prototype's, pytest,
-# hypothesis, tqdm, setuptools to build with), pyvkfft's source, the OpenCL C headers, this
-# package as a wheel, and its tests and benchmarks. Run on a machine that reaches PyPI (and
-# Debian's archive, for the headers, unless /usr/include/CL exists). DIR stays under 60 MiB.
+# pyopencl (and siphash24) wheels for each CPython in $GPU_CHECK_PYTHONS (default "3.12 3.11"),
+# the pure-Python packages (pyopencl's, pytest, hypothesis, tqdm, setuptools to build with),
+# pyvkfft's source, the OpenCL C headers, this package as a wheel, and its tests and benchmarks.
+# numpy is not among them: check.sh uses the machine's own numpy 2, the one its scipy,
+# scikit-image and matplotlib were installed with (a second numpy 2 over it could be newer than
+# that scipy accepts). Run on a machine that reaches PyPI (and Debian's archive, for the
+# headers, unless /usr/include/CL exists). DIR stays under 60 MiB.
 #
 #   bash benchmarks/gpu/prepare.sh DIR
 set -euo pipefail
@@ -30,17 +32,17 @@ for version in $PYTHONS; do
         --implementation cp --python-version "$version" --abi "$tag" \
         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux_2_28_x86_64 \
-        "numpy>=1.23,<2" "pyopencl>=2023.1" "siphash24>=1.6" \
+        "pyopencl>=2023.1" "siphash24>=1.6" \
         || fail "binary wheels" "pip download for CPython $version"
 done
 
 say "pure-Python packages"
-# pyopencl: pytools, platformdirs, typing_extensions; clesperanto: toolz, transforms3d (its
-# numpy, scikit-image and matplotlib are on the target); pytest and hypothesis for the tests.
+# pyopencl: pytools, platformdirs, typing_extensions (not mako: only pyopencl's reduction, scan
+# and sort templates need it, and gpu_deconv brings its own kernels); pytest and hypothesis for
+# the tests. No pyclesperanto-prototype: it pins numpy<2, and no module of gpu_deconv imports it.
 "${PIP[@]}" download --dest "$DIR/wheels" --no-deps --only-binary=:all: \
     --python-version 3.12 --implementation py --abi none --platform any \
     "pytools>=2024.1" "platformdirs>=2" "typing_extensions>=4" \
-    "pyclesperanto-prototype>=0.24" "toolz" "transforms3d" \
     "pytest>=7.4" "pluggy" "iniconfig" "packaging" "pygments" \
     "hypothesis>=6.80" "sortedcontainers" "attrs" "tqdm>=4.60" \
     "setuptools>=68" "wheel" "pip" \

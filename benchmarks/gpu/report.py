@@ -29,6 +29,10 @@ def main() -> None:
         "failed_step": failed[0] if failed else None,
         "steps": steps,
         "devices": read_json(out / "devices.json"),
+        # As `gpu-deconv devices` printed it: '*' the default, UNUSABLE with the driver's reason.
+        "devices_listing": (out / "devices.txt").read_text().rstrip()
+        if (out / "devices.txt").exists()
+        else None,
         "tests": (out / "tests_summary.txt").read_text().strip()
         if (out / "tests_summary.txt").exists()
         else None,
@@ -48,8 +52,12 @@ def main() -> None:
     ]
     if report["devices"]:
         lines += ["", "Devices: " + "; ".join(
-            f"{d['name']} ({d['type']}, {d['global_memory'] / 2**30:.0f} GiB)"
+            f"{d['name']} ({d['type']}, {d['global_memory'] / 2**30:.0f} GiB"
+            + (", measured" if d.get("is_default") else "")
+            + ("" if d.get("usable", True) else f", UNUSABLE: {d.get('problem')}") + ")"
             for d in report["devices"])]  # fmt: skip
+    if report["devices_listing"]:
+        lines += ["", "`gpu-deconv devices`:", "", "```", report["devices_listing"], "```"]
     if report["tests"]:
         lines += ["", f"Tests: {report['tests']}"]
     bench = report["benchmark"]
