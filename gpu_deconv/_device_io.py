@@ -56,7 +56,7 @@ def backend_for(image: Any, backend: Any, device: Any) -> Any:
         if getattr(backend, "context", None) == image.context:
             return backend
         raise ValueError(
-            "backend runs on another OpenCL context than the device array; pass "
+            f"backend {backend!r} does not run on the device array's OpenCL context; pass "
             "backend='auto' to run on the array's own queue"
         )
     if backend not in ("auto", "opencl"):
@@ -84,6 +84,9 @@ def _float32(
     ``flags`` accepts booleans (a mask).
     """
     check_same_context(be, array, name)
+    if array.queue != be.queue:  # made on another queue: finished, then used on the backend's
+        array.queue.finish()
+        array = array.with_queue(be.queue)
     dtype = np.dtype(array.dtype)
     if dtype.kind not in ("iufb" if flags else "iuf"):
         raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
@@ -95,7 +98,9 @@ def _float32(
         raise ValueError(f"{name} must have the image's shape {tuple(shape)}, got {array.shape}")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be a C-contiguous device array")
-    copy = array.astype(np.float32) if dtype != np.float32 else be.copy(array)
+    if dtype == np.bool_:  # pyopencl's kernels have no bool: the same bytes as uint8
+        array = array.view(np.uint8)
+    copy = array.astype(np.float32) if dtype != np.float32 else array.copy()  # offsets too
     found = be.statistics(copy)
     if found.nonfinite:
         raise ValueError(f"{name} contains NaN or infinite values (in float32)")
@@ -112,7 +117,7 @@ def check_image(
     """
     v.resolve_dtype(dtype, np.dtype(np.float32), be.dtypes)  # float64 is refused there
     out, found = _float32(be, image, "image")
-    lowest = found.min + shift
+    lowest = float(np.float32(found.min) + np.float32(shift))  # as the shifted float32 data
     if shift:
         out += np.float32(shift)
     if nonnegative and lowest < 0:
@@ -145,10 +150,12 @@ def check_mask(be: Any, mask: Any, shape: tuple[int, ...]) -> Any:
     if not is_device_array(mask):
         host = v.check_mask(mask, shape)
         return None if host is None else be.to_backend(host.astype(np.float32))
-    kept = (_float32(be, mask, "mask", shape, flags=True)[0] != 0).astype(np.float32)
-    if be.statistics(kept).max <= 0:
-        raise ValueError("mask keeps no voxel: at least one must be True")
-    return kept
+    values = _float32(be, mask, "mask", shape, flags=True)[0]
+    if be.statistics(((values != 0) & (values != 1)).astype(np.float32)).max > 0:
+        raise TypeError(f"mask must be boolean (or 0/1), got dtype {np.dtype(mask.dtype)}")
+    if be.statistics(values).max <= 0:
+        raise ValueError("mask excludes every voxel; at least one must be observed (True)")
+    return values
 
 
 def check_background(be: Any, background: Any, shape: tuple[int, ...]) -> Any:

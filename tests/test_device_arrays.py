@@ -185,6 +185,22 @@ def test_a_device_start_mask_and_background_are_used_where_they_are(queue):
     assert rel_rms(result.get(), expected) < DEVICE_RTOL
 
 
+def test_a_plane_of_a_device_stack_and_arrays_of_another_queue_are_used(queue):
+    import pyopencl as cl
+
+    stack = np.stack([photons((30, 34), seed=s) for s in (5, 6)])
+    psf = gaussian_psf((7, 7), 1.2)
+    plane = to_device(queue, stack)[1]  # a view at an offset into the stack's buffer
+    expected = gd.richardson_lucy(stack[1], psf, 5, backend="numpy", dtype="float32")
+    assert rel_rms(gd.richardson_lucy(plane, psf, 5).get(), expected) < DEVICE_RTOL
+    other = cl.CommandQueue(queue.context)  # the mask comes from another queue of the context
+    mask = np.ones(stack[1].shape, bool)
+    mask[3:6, 4:9] = False
+    expected = gd.richardson_lucy(stack[1], psf, 5, backend="numpy", dtype="float32", mask=mask)
+    result = gd.richardson_lucy(to_device(queue, stack[1]), psf, 5, mask=to_device(other, mask))
+    assert rel_rms(result.get(), expected) < DEVICE_RTOL
+
+
 def test_device_input_validation_is_clear(queue):
     psf = gaussian_psf((5, 5), 1.0)
     image = photons((20, 20))
@@ -203,6 +219,10 @@ def test_device_input_validation_is_clear(queue):
         gd.richardson_lucy(to_device(queue, broken), psf, 2)
     with pytest.raises(ValueError, match="shape"):
         gd.richardson_lucy(device_image, psf, 2, mask=to_device(queue, np.ones((4, 4), bool)))
+    with pytest.raises(TypeError, match="boolean"):
+        gd.richardson_lucy(device_image, psf, 2, mask=to_device(queue, np.full((20, 20), 0.5)))
+    with pytest.raises(ValueError, match="excludes every voxel"):
+        gd.richardson_lucy(device_image, psf, 2, mask=to_device(queue, np.zeros((20, 20), bool)))
     with pytest.raises(TypeError, match="real numeric dtype"):
         gd.richardson_lucy(to_device(queue, np.ones((8, 8), bool)), psf, 2)
     negative = image.copy()

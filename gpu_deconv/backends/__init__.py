@@ -84,8 +84,9 @@ def _opencl_factory(device: str | None = None, threads: int | None = None) -> Ba
 def _probe_opencl(selector: str | None) -> bool | BackendUnavailableError:
     """Whether the device ``selector`` picks beats NumPy (a GPU), or why OpenCL cannot run.
 
-    Lists devices only: no context, no kernel compilation. Cached, so that a machine without
-    OpenCL finds out once per process (not once per dask chunk or tile).
+    Lists devices and checks the default one (a probe kernel, :func:`device_problem`), but
+    builds no backend and none of the package's kernels. Cached, so that a machine without
+    usable OpenCL finds out once per process (not once per dask chunk or tile).
     """
     from ._opencl_devices import is_fast_device, pick_device
 

@@ -40,9 +40,9 @@ FORK_HINT = (
 # The process that first called into the OpenCL driver, and this process' own selector.
 _opencl_pid: int | None = None
 _process_device: str | None = None
-# The check's verdict per (platform, platform version, device, driver version): None when the
-# device passed, else the one-line reason it failed.
-_CHECKED: dict[tuple[str, str, str, str], str | None] = {}
+# The check's verdict per (platform, platform version, device, driver version, device handle):
+# None when the device passed, else the one-line reason it failed.
+_CHECKED: dict[tuple[str, str, str, str, int], str | None] = {}
 PROBE_KERNEL = "gpu_deconv_probe"
 # Any failure of the compiler (an unknown CPU, a missing builtin) fails this build as it would
 # fail the package's kernels; running it catches a device that builds but cannot launch.
@@ -154,7 +154,7 @@ def _all_devices() -> list[tuple[Any, Any]]:
     return found
 
 
-def _check_key(device: Any) -> tuple[str, str, str, str]:
+def _describe_key(device: Any) -> tuple[str, str, str, str]:
     platform = device.platform
     return (
         platform.name.strip(),
@@ -162,6 +162,12 @@ def _check_key(device: Any) -> tuple[str, str, str, str]:
         device.name.strip(),
         device.driver_version.strip(),
     )
+
+
+def _check_key(device: Any) -> tuple[str, str, str, str, int]:
+    # Per device, not per model: one of two identical GPUs can be held by another process
+    # (exclusive compute mode) while the other works.
+    return (*_describe_key(device), int(device.int_ptr))
 
 
 def _run_probe(cl: Any, device: Any) -> None:
@@ -189,8 +195,8 @@ def first_error_line(exc: BaseException) -> str:
 def device_problem(device: Any) -> str | None:
     """Check ``device`` once per process: None if it builds and runs a kernel, else why not.
 
-    The verdict is cached by platform, device and driver version, so a device costs one small
-    build per process (PoCL caches the binary on disk between processes).
+    The verdict is cached per device (with its platform, name and driver version), so a device
+    costs one small build per process (PoCL caches the binary on disk between processes).
 
     Parameters
     ----------
@@ -215,7 +221,7 @@ def device_problem(device: Any) -> str | None:
 
 def describe(device: Any) -> str:
     """Return ``'NAME' (PLATFORM, PLATFORM_VERSION, driver DRIVER)``, for messages."""
-    platform, version, name, driver = _check_key(device)
+    platform, version, name, driver = _describe_key(device)
     return f"{name!r} ({platform}, {version}, driver {driver})"
 
 
@@ -238,11 +244,12 @@ def is_fast_device(device: Any) -> bool:
     return fast and not is_simulator(device)
 
 
-def _rank(cl: Any, device: Any) -> tuple[bool, int, int]:
+def _rank(cl: Any, device: Any) -> tuple[int, int]:
     kind = _device_type(cl, device)
-    # Oclgrind calls itself a GPU but interprets kernels: never a default.
+    # Oclgrind calls itself a GPU but interprets kernels: never a default. The order does not
+    # depend on the checks, so "#k" names the same device in every process.
     order = 3 if is_simulator(device) else {"GPU": 0, "ACCELERATOR": 1}.get(kind, 2)
-    return (device_problem(device) is not None, order, -int(device.global_mem_size))
+    return (order, -int(device.global_mem_size))
 
 
 def pick_device(device: str | None = None) -> Any:
@@ -278,13 +285,18 @@ def pick_device(device: str | None = None) -> Any:
     if not devices:
         raise BackendUnavailableError(f"no OpenCL device found; {INSTALL_HINT}")
     wanted = device if device is not None else default_selector()
-    if wanted is None:
-        usable = [d for d in devices if device_problem(d) is None and not is_simulator(d)]
-        if not usable:
-            raise unusable_error(devices[0], str(device_problem(devices[0])))
-        return usable[0]
+    if wanted is None:  # the first real device that passes its check (checked in turn)
+        candidates = [d for d in devices if not is_simulator(d)]
+        chosen = next((d for d in candidates if device_problem(d) is None), None)
+        if chosen is None and candidates:
+            raise unusable_error(candidates[0], str(device_problem(candidates[0])))
+        if chosen is None:
+            raise BackendUnavailableError(
+                "only the Oclgrind simulator is here; name it with device='oclgrind'"
+            )
+        return chosen
     name, _, index = wanted.rpartition("#") if "#" in wanted else (wanted, "", "")
-    if index and not index.isdigit():
+    if "#" in wanted and not index.isdigit():
         raise BackendUnavailableError(f"device {wanted!r}: '#' must be followed by an index")
     matches = [d for d in devices if _matches(cl, d, name)]
     if not index:  # the first match that works (a broken twin on another platform is skipped)
@@ -307,8 +319,8 @@ def pick_device(device: str | None = None) -> Any:
 
 def _matches(cl: Any, device: Any, name: str) -> bool:
     """Whether ``device`` is of the type ``name`` names, or has ``name`` in its name."""
-    if name.lower() in TYPE_SELECTORS:
-        return _device_type(cl, device) == name.upper()
+    if name.lower() in TYPE_SELECTORS:  # the simulator only by name
+        return _device_type(cl, device) == name.upper() and not is_simulator(device)
     return name.lower() in device.name.lower()
 
 
@@ -317,8 +329,8 @@ def distinct_selectors() -> list[str]:
 
     What :func:`gpu_deconv.dask.assign_devices` hands out: GPUs if the host has a usable one,
     else CPU devices. Two platforms can expose the same CPU (the distribution's PoCL beside
-    PyPI's): only the CPU devices of the first platform in :func:`list_devices` order count
-    (that order puts usable devices first); the simulator never does.
+    PyPI's): only the usable CPU devices of the first platform that has one count; the
+    simulator never does.
     """
     cl = import_pyopencl()
     ranked = [d for _, d in _ranked_devices(cl)]
@@ -327,7 +339,7 @@ def distinct_selectors() -> list[str]:
         return []
     kind = _device_type(cl, usable[0])
     same = [d for d in usable if _device_type(cl, d) == kind]
-    if kind == "CPU":
+    if kind == "CPU":  # the first platform with a usable CPU device
         platform = same[0].platform.int_ptr
         same = [d for d in same if d.platform.int_ptr == platform]
     return [f"#{ranked.index(d)}" for d in same]
@@ -349,8 +361,8 @@ def list_devices() -> list[DeviceInfo]:
     Returns
     -------
     list of DeviceInfo
-        Every device of every platform, in the order ``device="#k"`` counts them (the default
-        first, devices that failed their check last, with the reason); empty when there is
+        Every device of every platform, in the order ``device="#k"`` counts them (GPUs first,
+        then larger memory; devices that failed their check say why); empty when there is
         none (or pyopencl is missing).
 
     Raises

@@ -100,9 +100,9 @@ FFT_PLAN_CACHE_SIZE = 8  # VkFFT plans compile kernels per shape: keep the recen
 # Work items of a float64 reduction (reductions.cl): enough to fill the device, few partial
 # sums to bring back (512 KiB on a GPU, 32 KiB on a CPU).
 REDUCTION_ITEMS = {"gpu": 65536, "cpu": 4096}
-# Work items of the work group that combines one output's partial sums on the device
-# (reductions.cl's combine_partials; a power of two every device's work groups allow), and
-# the code of each way of combining.
+# Most work items of the work group that combines one output's partial sums on the device
+# (reductions.cl's combine_partials; fewer where the device allows fewer), and the code of
+# each way of combining.
 COMBINE_ITEMS = 64
 COMBINE_CODES = {np.sum: 0, np.min: 1, np.max: 2}
 
@@ -326,6 +326,7 @@ class OpenCLBackend:
         self.kernels = {name: cl.Kernel(program, name) for name in KERNEL_FILES}
         self._fft_plans: dict[tuple, Any] = {}
         self._reductions: dict[str, Any] | None = None  # built on first use
+        self._combine_group = COMBINE_ITEMS
         self._guarded: Any = None  # the count of tv_factor's guarded voxels, made on first use
         # pyopencl kernels hold their arguments between set and enqueue: one thread at a time.
         self.lock = threading.RLock()
@@ -521,15 +522,43 @@ class OpenCLBackend:
         contiguous: bool | None = None,
         combines: list[Callable[[np.ndarray], Any]] | None = None,
     ) -> list[float]:
-        """Run a float64 partial-sum kernel (``reductions.cl``); add the partial sums on the host.
+        """Run a float64 partial-sum kernel (``reductions.cl``); combine its partials.
 
         ``first`` (a backend array) sets the element count; ``args`` are arrays or scalars in
-        the kernel's order. One small transfer: ``outputs`` float64 sums per work item.
-        ``contiguous`` overrides how the items share the elements (by default, by device);
-        ``combines`` how each output's partials are combined (by default summed).
+        the kernel's order. The partials are combined on the device (``combine_partials``):
+        one float64 per output comes to the host. ``contiguous`` overrides how the items share
+        the elements (by default, by device); ``combines`` how each output's partials are
+        combined (``np.sum``, the default, ``np.min`` or ``np.max``). Under the backend's lock:
+        kernels hold their arguments between set and enqueue.
         """
         import pyopencl.array as cla
 
+        with self.lock:
+            reductions = self._reduction_kernels()
+            items = self._reduction_items
+            partial = cla.empty(self.queue, (outputs * items,), np.float64)
+            values = [x.data if isinstance(x, cla.Array) else x for x in (first, *args)]
+            n = np.uint64(first.size)
+            runs = self._contiguous_shares if contiguous is None else np.int32(contiguous)
+            reductions[name](self.queue, (items,), None, partial.data, *values, n, runs)
+            ops = combines or [np.sum] * outputs
+            codes = sum(COMBINE_CODES[op] << (2 * row) for row, op in enumerate(ops))
+            combined = cla.empty(self.queue, (outputs,), np.float64)
+            group = self._combine_group
+            reductions["combine_partials"](
+                self.queue,
+                (group, outputs),
+                (group, 1),
+                combined.data,
+                partial.data,
+                np.uint32(items),
+                np.uint32(codes),
+                self._cl.LocalMemory(8 * group),
+            )
+            return [float(value) for value in combined.get()]
+
+    def _reduction_kernels(self) -> dict[str, Any]:
+        """Build ``reductions.cl`` on first use (it needs ``cl_khr_fp64``)."""
         if self._reductions is None:
             folder = importlib.resources.files("gpu_deconv.backends").joinpath("kernels")
             source = "\n".join(
@@ -540,8 +569,8 @@ class OpenCLBackend:
             except self._cl.Error as exc:
                 raise BackendUnavailableError(
                     f"{self.device_name!r} cannot build float64 reductions (cl_khr_fp64), "
-                    "which acceleration, stopping rules and return_info need; "
-                    "use a fixed count without them, or backend='numpy'"
+                    "which acceleration, stopping rules, return_info and device-array images "
+                    "need; use a fixed count without them, backend='numpy', or image.get()"
                 ) from exc
             names = (
                 "accelerated_update_partial",
@@ -551,28 +580,12 @@ class OpenCLBackend:
                 "combine_partials",
             )
             self._reductions = {k: self._cl.Kernel(program, k) for k in names}
-        items = self._reduction_items
-        partial = cla.empty(self.queue, (outputs * items,), np.float64)
-        kernel = self._reductions[name]
-        values = [x.data if isinstance(x, cla.Array) else x for x in (first, *args)]
-        n = np.uint64(first.size)
-        runs = self._contiguous_shares if contiguous is None else np.int32(contiguous)
-        kernel(self.queue, (items,), None, partial.data, *values, n, runs)
-        # Combined on the device: one double per output comes over, not one per item.
-        ops = combines or [np.sum] * outputs
-        codes = sum(COMBINE_CODES[op] << (2 * row) for row, op in enumerate(ops))
-        combined = cla.empty(self.queue, (outputs,), np.float64)
-        self._reductions["combine_partials"](
-            self.queue,
-            (COMBINE_ITEMS, outputs),
-            (COMBINE_ITEMS, 1),
-            combined.data,
-            partial.data,
-            np.uint32(items),
-            np.uint32(codes),
-            self._cl.LocalMemory(8 * COMBINE_ITEMS),
-        )
-        return [float(value) for value in combined.get()]
+            # The combining work group: a power of two the device allows for that kernel.
+            allowed = self._reductions["combine_partials"].get_work_group_info(
+                self._cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device
+            )
+            self._combine_group = 1 << (min(COMBINE_ITEMS, int(allowed)).bit_length() - 1)
+        return self._reductions
 
     def statistics(
         self, x: Any, mask: Any = None, other: Any = None, shift: float = 0.0, below: float = 0.0
