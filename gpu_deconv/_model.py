@@ -79,6 +79,7 @@ def build_model(
     background: np.ndarray | None = None,
     offset: float = 0.0,
     regularizer: TotalVariation | None = None,
+    noise: float = 0.0,
 ) -> Model:
     """Move the problem to the backend: weights first, then the observed image and the start.
 
@@ -111,7 +112,17 @@ def build_model(
     if background is not None:
         background = be.to_backend(background)
     return Model(
-        be, operator, observed, estimate, weights, eps, dtype, background, offset, regularizer
+        be,
+        operator,
+        observed,
+        estimate,
+        weights,
+        eps,
+        dtype,
+        background,
+        offset,
+        regularizer,
+        noise,
     )
 
 

@@ -6,10 +6,12 @@ public :func:`richardson_lucy` is plain Richardson-Lucy through :func:`deconvolv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Literal, NamedTuple, cast, overload
 
 import numpy as np
@@ -27,6 +29,25 @@ from .backends._base import BlurSpec, MemoryNeed
 MONITOR_HOST_SCRATCH = 6 * 8
 
 logger = logging.getLogger("gpu_deconv")
+
+# Called after every iteration of every run (and tile) in the context that set it; it stops
+# the run by raising. gpu_deconv.dask's chunks stop so when their run is interrupted.
+_interrupt_check: ContextVar[Callable[[], None] | None] = ContextVar(
+    "gpu_deconv_interrupt_check", default=None
+)
+
+
+@contextlib.contextmanager
+def interrupt_check(check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check()`` after every iteration of the runs inside (tiled ones too).
+
+    ``check`` stops a run by raising; unlike ``callback`` it also follows tiled runs.
+    """
+    token = _interrupt_check.set(check)
+    try:
+        yield
+    finally:
+        _interrupt_check.reset(token)
 
 
 def _validate(
@@ -716,7 +737,7 @@ def _solve(
             p.background,
             shift=variance,
         )
-    image, start, psf, eps, exponent = _scaling.scale_problem(image, start, p.psf, p.eps)
+    image, start, psf, eps, exponent, peak = _scaling.scale_problem(image, start, p.psf, p.eps)
     scale = math.ldexp(1.0, -exponent)  # data units per photon
     # The model is H f + b with H the PSF normalised to sum 1 (its scale never matters, as in
     # plain Richardson-Lucy): with the blur H' of the scaled PSF, of sum S, the ratio is
@@ -748,6 +769,8 @@ def _solve(
         operator = be.blur_operator(piece)
         logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, p.method)
         _precision.check_dynamic_range(image, operator.method, stacklevel=stacklevel)
+        # Where a float32 FFT's round-off stands in for a blur that should be 0.
+        noise = _precision.round_off_level(operator.method, dtype) * peak
         pieces = 1 if plan is None else len(plan.tiles)
         total = (limit if count is None else count) * pieces
         bar = _progress_bar(total, be.name, operator.method, pieces) if progress else None
@@ -766,6 +789,7 @@ def _solve(
                 fields["background"],
                 offset,
                 tv,
+                noise,
             )
             monitor = None
             if monitored:
@@ -845,11 +869,14 @@ def _iterate(
     kept = {0: take(algorithm.estimate, region)} if 0 in keep else {}
     history = [] if monitor is None else [monitor.record(0, algorithm.estimate)]
     last = count if rule is None else limit
+    interrupted = _interrupt_check.get()
     k = 0
     stopped = rule is not None and rule.done(history)
     while not stopped and k < last:
         k += 1
         algorithm.step()
+        if interrupted is not None:
+            interrupted()
         if monitor is not None:
             history.append(monitor.record(k, algorithm.estimate))
         if k in keep:

@@ -114,6 +114,8 @@ class Scaled(NamedTuple):
         The guard in scaled units: the ratio is 0 where the blurred estimate is ``<= eps``.
     exponent : int
         Estimates are multiplied by ``2**exponent`` to return to the image's units.
+    peak : float
+        The image's maximum in the guard's scaled units (``eps`` is relative to it).
     """
 
     image: np.ndarray
@@ -121,6 +123,7 @@ class Scaled(NamedTuple):
     psf: np.ndarray
     eps: float
     exponent: int
+    peak: float
 
 
 def scale_problem(image: Any, start: Any, psf: np.ndarray, eps: float) -> Scaled:
@@ -156,7 +159,7 @@ def scale_problem(image: Any, start: Any, psf: np.ndarray, eps: float) -> Scaled
         _check_start(value, float(start), peak, limit, threshold, psf_sum, image.dtype)
         scaled_start = value
     scale_in_place(image, k)
-    return Scaled(image, scaled_start, psf, threshold, k)
+    return Scaled(image, scaled_start, psf, threshold, k, math.ldexp(peak, -k - psf_k))
 
 
 def _check_start(scaled, value, peak, limit, threshold, psf_sum, dtype) -> None:

@@ -34,6 +34,9 @@ class Model:
         ``None`` when the plain update is exact (same-shape boundary mode, no mask).
     eps : float
         The ratio is set to 0 where the data's model ``H f + b`` is ``<= eps``.
+    noise : float
+        The blur's round-off (float32 FFTs): where the model is ``<= noise`` the ratio is
+        also 0 if it exceeds :data:`~gpu_deconv.backends._base.NOISE_RATIO_LIMIT`.
     dtype : numpy.dtype
         Compute dtype of every array.
     background : backend array or None
@@ -55,6 +58,7 @@ class Model:
     background: Any = None
     offset: float = 0.0
     regularizer: TotalVariation | None = None
+    noise: float = 0.0
     _factor: Any = field(default=None, repr=False)
 
     def update_weights(self, point: Any) -> Any:
@@ -135,7 +139,15 @@ class BackProjection:
         m = self._model
         fused = getattr(m.operator, "convolve_ratio", None)  # one pass fewer where offered
         if fused is not None:
-            fused(x, m.observed, m.eps, self._blurred, background=m.background, offset=m.offset)
+            fused(
+                x,
+                m.observed,
+                m.eps,
+                self._blurred,
+                background=m.background,
+                offset=m.offset,
+                noise=m.noise,
+            )
             return self._blurred
         m.operator.convolve(x, out=self._blurred)
         return m.backend.ratio(
@@ -145,6 +157,7 @@ class BackProjection:
             self._blurred,
             background=m.background,
             offset=m.offset,
+            noise=m.noise,
         )
 
     def update(self, x: Any, weights: Any, out: Any, floor: float | None = None) -> Any:

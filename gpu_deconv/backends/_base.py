@@ -13,6 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+# The ratio over a model at or below the blur's round-off level (``noise``) is kept only up to
+# this value: beyond it, the model is round-off where the exact blur is 0 (see _precision.py).
+NOISE_RATIO_LIMIT = 10.0
+
 
 class BackendUnavailableError(RuntimeError):
     """A backend cannot run on this machine (missing package or device); the message says how."""
@@ -271,11 +275,14 @@ class Backend(Protocol):
         out: Any,
         background: Any = None,
         offset: float = 0.0,
+        noise: float = 0.0,
     ) -> Any:
         """Write ``observed / d`` where ``d > eps``, else 0, into ``out`` (may be ``blurred``).
 
         ``d = blurred + background + offset``: the model of the data, with an optional
-        background array (observed domain) and a scalar offset.
+        background array (observed domain) and a scalar offset. Where ``d <= noise`` (the
+        blur's own round-off) the ratio is also 0 if it would exceed
+        :data:`NOISE_RATIO_LIMIT`.
         """
         ...
 

@@ -23,7 +23,7 @@ except ImportError:  # another SciPy layout: the public scipy.fft API, which all
 
 from .. import _noise
 from . import _numpy_filter
-from ._base import BlurPlan, BlurSpec, FilterPlan, FilterSpec, MemoryNeed
+from ._base import NOISE_RATIO_LIMIT, BlurPlan, BlurSpec, FilterPlan, FilterSpec, MemoryNeed
 from ._host_memory import available_host_memory
 from ._planning import (
     CostModel,
@@ -386,13 +386,15 @@ class NumpyBackend:
         """
         return 1 if math.prod(shape) < SMALL_TRANSFORM else self.workers
 
-    def ratio(self, observed, blurred, eps: float, out, background=None, offset: float = 0.0):
+    def ratio(self, observed, blurred, eps: float, out, background=None, offset=0.0, noise=0.0):
         model = blurred
         if background is not None:
             model = np.add(blurred, background, out=out)
         if offset:
             model = np.add(model, offset, out=out)
         small = model <= eps
+        if noise:  # round-off in the denominator: no ratio beyond the limit there
+            small |= (model <= noise) & (observed > NOISE_RATIO_LIMIT * model)
         np.divide(observed, model, out=out, where=~small)
         out[small] = 0
         return out

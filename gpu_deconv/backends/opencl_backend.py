@@ -21,6 +21,7 @@ import numpy as np
 import scipy.fft
 
 from ._base import (
+    NOISE_RATIO_LIMIT,
     BackendUnavailableError,
     BlurPlan,
     BlurSpec,
@@ -150,7 +151,7 @@ def _optional(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
     return (stand_in if array is None else array).data, np.int32(array is not None)
 
 
-def _crop_ratio(be, crop, padded, observed, eps, out, background, offset) -> Any:
+def _crop_ratio(be, crop, padded, observed, eps, out, background, offset, noise) -> Any:
     """Run the padded operators' crop fused with ``ratio``: one pass instead of two."""
     crop_args, crop_global = crop
     be.launch(
@@ -162,6 +163,8 @@ def _crop_ratio(be, crop, padded, observed, eps, out, background, offset) -> Any
         *_optional(background, observed),
         np.float32(offset),
         np.float32(eps),
+        np.float32(noise),
+        np.float32(NOISE_RATIO_LIMIT),
         *crop_args,
     )
     return out
@@ -388,7 +391,7 @@ class OpenCLBackend:
         """Enqueue kernel ``name`` on ``global_size`` work items (pyopencl argument order)."""
         self.kernels[name](self.queue, global_size, None, *args)
 
-    def ratio(self, observed, blurred, eps: float, out, background=None, offset: float = 0.0):
+    def ratio(self, observed, blurred, eps: float, out, background=None, offset=0.0, noise=0.0):
         self.launch(
             "rl_ratio",
             (out.size,),
@@ -398,6 +401,8 @@ class OpenCLBackend:
             *_optional(background, blurred),
             np.float32(offset),
             np.float32(eps),
+            np.float32(noise),
+            np.float32(NOISE_RATIO_LIMIT),
         )
         return out
 
@@ -895,10 +900,12 @@ class _PaddedDCTOperator(_FusedUpdates, _DCTOperator):
     (The unpadded DCT has no crop to fuse: the loop runs its plain ratio and update kernels.)
     """
 
-    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
-        """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
+    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0, noise=0.0):
+        """``ratio(observed, convolve(x), eps, out, background, offset, noise)``, crop fused."""
         work = self._blur(x, out)
-        return _crop_ratio(self._be, self._crop, work, observed, eps, out, background, offset)
+        return _crop_ratio(
+            self._be, self._crop, work, observed, eps, out, background, offset, noise
+        )
 
     def _correlated(self, y):
         return self._blur(y, y), self._crop
@@ -980,11 +987,13 @@ class _FFTOperator(_FusedUpdates):
     def convolve(self, x, out):
         return self._apply(x, out, self._convolve)
 
-    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0):
-        """``ratio(observed, convolve(x), eps, out, background, offset)``, crop fused in."""
+    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0, noise=0.0):
+        """``ratio(observed, convolve(x), eps, out, background, offset, noise)``, crop fused."""
         self._transform(x, self._convolve)
         crop = self._convolve[1]
-        return _crop_ratio(self._be, crop, self._buffer, observed, eps, out, background, offset)
+        return _crop_ratio(
+            self._be, crop, self._buffer, observed, eps, out, background, offset, noise
+        )
 
     def _correlated(self, y):
         self._transform(y, self._correlate)
