@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := opencl,test,demo,dask,lint,napari
 DEMO_OUT ?= demo_output
 
-.PHONY: venv test test-clesperanto demo lint bench check-kernels clean
+.PHONY: venv test test-clesperanto demo lint bench check-kernels docs clean
 
 $(STAMP): pyproject.toml Makefile .ci/install_gui_deps.sh .ci/install_opencl.sh .ci/apt_install.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,5 +58,14 @@ bench: $(STAMP)
 check-kernels: $(STAMP)
 	bash .ci/check_kernels.sh $(PY)
 
+# The documentation site (mkdocs.yml, docs/) into site/: offline, any warning fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(CLE_VENV) $(DEMO_OUT) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLE_VENV) $(DEMO_OUT) site .pytest_cache .hypothesis
