@@ -43,11 +43,14 @@ class TotalVariation:
         Voxel spacing per (z, y, x) axis over the finest axis' (leading axes of 1D/2D images: 1).
     smoothing : float
         The norm's ``s``, in the scaled image's units.
+    periodic : bool
+        Differences wrap around (``boundary="wrap"``: the scene is periodic).
     """
 
     strength: float
     spacing: tuple[float, float, float]
     smoothing: float
+    periodic: bool = False
 
 
 def check_regularization(regularization: Any) -> float:
@@ -92,5 +95,6 @@ def total_variation(
     """
     finest = min(spacing)
     z, y, x = (1.0,) * (3 - len(spacing)) + tuple(s / finest for s in spacing)
-    smoothing = max(SMOOTHING * peak, 2 * len(spacing) * strength * mean)
+    # An image without light (peak 0) takes the smoothing of a peak of 1: its result is 0.
+    smoothing = max(SMOOTHING * peak, 2 * len(spacing) * strength * mean) or SMOOTHING
     return TotalVariation(strength, (z, y, x), smoothing)

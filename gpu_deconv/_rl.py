@@ -7,6 +7,7 @@ public :func:`richardson_lucy` is plain Richardson-Lucy through :func:`deconvolv
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import warnings
@@ -762,6 +763,8 @@ def _solve(
     options = _Options(algorithm, p, monitored, holdout=held_out is not None)
     spec = BlurSpec(psf, image.shape, p.boundary, p.method, dtype, p.margins)
     piece = spec if plan is None else spec.with_shape(plan.window_shape, plan.window_boundary)
+    if tv is not None:  # a periodic scene has periodic differences (shift equivariance)
+        tv = dataclasses.replace(tv, periodic=piece.boundary == "wrap")
     be.check_memory(options.need(piece))
     stopper = None if rule is None else _stopping.Rule(rule, schedule.tolerance)
     histories: list[list[dict[str, float]]] = []

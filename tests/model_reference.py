@@ -22,15 +22,20 @@ GUARD = 0.5
 SMOOTHING = 1e-3
 
 
-def tv_divergence(f, spacing, smoothing, kept=None):
+def tv_divergence(f, spacing, smoothing, kept=None, periodic=False):
     """``div(grad f / sqrt(|grad f|^2 + smoothing^2))``, forward/backward differences.
 
-    A difference involving a voxel outside ``kept`` (not estimated) is 0.
+    A difference involving a voxel outside ``kept`` (not estimated) is 0; past an axis' end it
+    is 0 too, unless ``periodic`` (then it is to the axis' first voxel).
     """
     steps = np.asarray(spacing, np.float64) / min(spacing)
     kept = np.ones(f.shape, bool) if kept is None else kept
     grads = []
     for a, s in enumerate(steps):
+        if periodic:
+            both = kept & np.roll(kept, -1, axis=a)
+            grads.append(np.where(both, np.roll(f, -1, axis=a) - f, 0) / s)
+            continue
         both = kept & np.concatenate(
             [
                 np.take(kept, range(1, f.shape[a]), axis=a),
@@ -43,7 +48,10 @@ def tv_divergence(f, spacing, smoothing, kept=None):
     out = np.zeros_like(f)
     for a, (grad, s) in enumerate(zip(grads, steps)):
         flux = grad / norm
-        out += np.diff(flux, axis=a, prepend=np.zeros_like(np.take(flux, [0], axis=a))) / s
+        if periodic:
+            out += (flux - np.roll(flux, 1, axis=a)) / s
+        else:
+            out += np.diff(flux, axis=a, prepend=np.zeros_like(np.take(flux, [0], axis=a))) / s
     return out
 
 
@@ -112,7 +120,7 @@ def model_rl(
         np.divide(m * g, model, out=ratio, where=model > guard)
         denominator = v
         if strength:
-            tv = 1 - strength * tv_divergence(f, spacing, smoothing, kept)
+            tv = 1 - strength * tv_divergence(f, spacing, smoothing, kept, boundary == "wrap")
             denominator = v * np.maximum(tv, GUARD)
         f = np.where(kept, f * adjoint(ratio) / np.where(kept, denominator, 1.0), 0.0)
     return f[inside]

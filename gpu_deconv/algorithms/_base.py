@@ -73,7 +73,14 @@ class Model:
         if self._factor is None:
             self._factor = self.backend.empty(self.operator.plan.work_shape, self.dtype)
         self.backend.tv_factor(
-            point, self.weights, tv.spacing, tv.strength, tv.smoothing, GUARD, out=self._factor
+            point,
+            self.weights,
+            tv.spacing,
+            tv.strength,
+            tv.smoothing,
+            GUARD,
+            out=self._factor,
+            periodic=tv.periodic,
         )
         return self._factor
 

@@ -370,14 +370,16 @@ class Backend(Protocol):
         smoothing: float,
         floor: float,
         out: Any,
+        periodic: bool = False,
     ) -> None:
         """Write the one-step-late total-variation factor into ``out`` (a third array).
 
         ``out = weights / max(1 - strength * div(grad f / sqrt(|grad f|^2 + smoothing^2)),
         floor)`` (``weights`` None: 1). Forward differences for the gradient (0 at the last
         index of an axis and to voxels whose weight is 0), backward for the divergence,
-        ``spacing`` per (z, y, x) axis. Voxels where the guard applied are counted
-        (:meth:`tv_guarded`).
+        ``spacing`` per (z, y, x) axis; with ``periodic`` (``boundary="wrap"``) the last
+        index's difference is to the first, so that TV commutes with periodic shifts. Voxels
+        where the guard applied are counted (:meth:`tv_guarded`).
         """
         ...
 

@@ -457,9 +457,12 @@ class NumpyBackend:
         np.subtract(out, point, out=change)
         return _dot64(change, earlier), _dot64(change, change)
 
-    def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
+    def tv_factor(
+        self, estimate, weights, spacing, strength, smoothing, floor, out, periodic=False
+    ) -> None:
         kept = None if weights is None else weights > 0
-        divergence = _tv_divergence(estimate, spacing[3 - estimate.ndim :], smoothing, kept)
+        steps = spacing[3 - estimate.ndim :]
+        divergence = _tv_divergence(estimate, steps, smoothing, kept, periodic)
         np.multiply(divergence, -strength, out=out)
         out += 1.0
         guard = out < floor
@@ -504,18 +507,26 @@ def _model_mean(blurred: np.ndarray, background, offset: float, gain: float) -> 
     return np.maximum(mean, MEAN_FLOOR, out=mean)
 
 
-def _tv_divergence(f: np.ndarray, spacing, smoothing: float, kept=None) -> np.ndarray:
+def _tv_divergence(
+    f: np.ndarray, spacing, smoothing: float, kept=None, periodic: bool = False
+) -> np.ndarray:
     """``div(grad f / sqrt(|grad f|^2 + smoothing^2))``: forward gradient, backward divergence.
 
-    Differences past an axis' end, or to a voxel ``kept`` excludes, are 0 (Neumann).
+    Differences past an axis' end, or to a voxel ``kept`` excludes, are 0 (Neumann); with
+    ``periodic``, the last index's difference is to the first.
     """
     grads = []
     for axis, step in enumerate(spacing):
-        ahead, here = _neighbours(axis, f.ndim)
-        grad = np.zeros_like(f)
-        np.subtract(f[ahead], f[here], out=grad[here])
-        if kept is not None:
-            grad[here] *= kept[ahead] & kept[here]
+        if periodic:
+            grad = np.roll(f, -1, axis) - f
+            if kept is not None:
+                grad *= kept & np.roll(kept, -1, axis)
+        else:
+            ahead, here = _neighbours(axis, f.ndim)
+            grad = np.zeros_like(f)
+            np.subtract(f[ahead], f[here], out=grad[here])
+            if kept is not None:
+                grad[here] *= kept[ahead] & kept[here]
         grad /= step
         grads.append(grad)
     norm = np.full_like(f, smoothing * smoothing)
@@ -524,10 +535,13 @@ def _tv_divergence(f: np.ndarray, spacing, smoothing: float, kept=None) -> np.nd
     np.sqrt(norm, out=norm)
     divergence = np.zeros_like(f)
     for axis, (grad, step) in enumerate(zip(grads, spacing)):
-        ahead, here = _neighbours(axis, f.ndim)
         grad /= norm * step  # the flux p_i / s_i; 0 at the last index (Neumann)
         divergence += grad
-        divergence[ahead] -= grad[here]
+        if periodic:
+            divergence -= np.roll(grad, 1, axis)
+        else:
+            ahead, here = _neighbours(axis, f.ndim)
+            divergence[ahead] -= grad[here]
     return divergence
 
 

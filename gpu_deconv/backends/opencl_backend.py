@@ -450,7 +450,9 @@ class OpenCLBackend:
         )
         return out
 
-    def tv_factor(self, estimate, weights, spacing, strength, smoothing, floor, out) -> None:
+    def tv_factor(
+        self, estimate, weights, spacing, strength, smoothing, floor, out, periodic=False
+    ) -> None:
         import pyopencl.array as cla
 
         if self._guarded is None:
@@ -467,6 +469,7 @@ class OpenCLBackend:
             np.float32(strength),
             np.float32(smoothing),
             np.float32(floor),
+            np.int32(periodic),
             self._guarded.data,
         )
 
