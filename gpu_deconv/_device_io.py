@@ -117,6 +117,7 @@ def check_image(
     """
     v.resolve_dtype(dtype, np.dtype(np.float32), be.dtypes)  # float64 is refused there
     out, found = _float32(be, image, "image")
+    v.check_magnitude(found.max, found.min, shift, np.float32, "image")
     lowest = float(np.float32(found.min) + np.float32(shift))  # as the shifted float32 data
     if shift:
         out += np.float32(shift)

@@ -142,6 +142,12 @@ def confocal_psf(
 
 # Light microscopy's wavelengths, in um: outside, the number is in other units (520 nm).
 WAVELENGTHS_UM = (0.1, 10.0)
+# Float64 arrays of the PSF's size a model PSF holds at once (planes, their stack, the copy).
+MODEL_COPIES = 3
+# A model PSF's voxels, in um: coarser ones are a number in nm (100 for 0.1 um).
+MAX_SPACING_UM = 10.0
+# Immersion and mounting media's refractive indices.
+REFRACTIVE_INDICES = (1.0, 2.5)
 
 
 def _wavelength(value: float, name: str) -> float:
@@ -177,6 +183,23 @@ def grid_spacing(shape: Sequence[int], spacing: float | Sequence[float]) -> tupl
     return tuple(float(s) for s in values)
 
 
+def _check_fits(shape: tuple[int, ...]) -> None:
+    """Raise MemoryError before building a model PSF the host's memory cannot hold.
+
+    The planes, their stack and the normalised copy are float64 arrays of the PSF's size.
+    """
+    from .backends._host_memory import available_host_memory
+
+    need = MODEL_COPIES * math.prod(shape) * 8
+    available = available_host_memory()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"a model PSF of shape {'x'.join(map(str, shape))} needs about "
+            f"{v.format_bytes(need)} and {v.format_bytes(available)} are available: a PSF "
+            "needs only a few times the blur's width on each axis"
+        )
+
+
 def _model(kind, shape, spacing, na, refractive_index, **wavelengths) -> np.ndarray:
     import psf
 
@@ -184,12 +207,24 @@ def _model(kind, shape, spacing, na, refractive_index, **wavelengths) -> np.ndar
     if len(shape) not in (2, 3) or any(n < 1 for n in shape):
         raise ValueError(f"shape must have 2 or 3 positive lengths, got {shape}")
     steps = grid_spacing(shape, spacing)
+    if max(steps) > MAX_SPACING_UM:
+        raise ValueError(
+            f"spacing is in micrometres: {spacing!r} is over {MAX_SPACING_UM:g} um per voxel, "
+            "coarser than any microscope resolves (nm / 1000: 100 nm is 0.1)"
+        )
     na = _positive(na, "na")
+    low, high = REFRACTIVE_INDICES
+    if not low <= float(refractive_index) <= high:
+        raise ValueError(
+            f"refractive_index must be a medium's index, {low:g}-{high:g} (air 1.0, water "
+            f"1.33, oil 1.518), got {refractive_index}"
+        )
     if not float(refractive_index) > na:
         raise ValueError(
             f"refractive_index ({refractive_index}) must exceed na ({na}): "
             "no objective collects beyond its medium's index"
         )
+    _check_fits(shape)
     dz, dy, dx = steps if len(shape) == 3 else (min(steps), *steps)
     planes = shape[0] if len(shape) == 3 else 1
     z_index = np.abs(np.arange(planes) - planes // 2)

@@ -147,6 +147,7 @@ def check_image(
     """
     arr = _as_real_array(image, name)
     out = _cast(arr, resolve_dtype(dtype, arr.dtype, supported), name)
+    check_magnitude(float(out.max()), float(out.min()), shift, out.dtype, name)
     if shift:
         out += out.dtype.type(shift)
     if nonnegative and (out < 0).any():
@@ -158,6 +159,28 @@ def check_image(
         )
         np.maximum(out, 0, out=out)
     return out
+
+
+def check_magnitude(top: float, bottom: float, shift: float, dtype: Any, name: str) -> None:
+    """Raise if an image's values are subnormal, or if the read noise's variance swamps them.
+
+    ``top`` and ``bottom`` are the image's largest and smallest values before ``shift`` (the
+    read noise's variance) is added in ``dtype``.
+    """
+    peak, tiny = max(top, -bottom), float(np.finfo(dtype).tiny)
+    if 0 < peak < tiny:
+        raise ValueError(
+            f"{name} has values only up to {peak:.3g}, below the {np.dtype(dtype).name} normal "
+            f"range (smallest normal {tiny:.3g}): rescale {name}"
+        )
+    kind = np.dtype(dtype).type
+    with np.errstate(over="ignore"):
+        shifted = float(kind(top) + kind(shift)) if shift else top
+    if shift and top > 0 and not (math.isfinite(shifted) and shifted - shift > 0):
+        raise ValueError(
+            f"read_noise**2 = {shift:g} swamps {name} (largest value {top:g}) in "
+            f"{np.dtype(dtype).name}: give read_noise in the image's photons"
+        )
 
 
 def check_psf(psf: Any, ndim: int, normalize: bool) -> np.ndarray:
@@ -283,7 +306,10 @@ def initial_estimate(
             return raised_observed(np.maximum(image - image.dtype.type(shift), 0))
         mean = float(image.mean() if mask is None else image[mask].mean()) - shift
         if mean <= 0:
-            raise ValueError("init='mean' needs an image with a positive mean")
+            raise ValueError(
+                "init='mean' (also the default start of boundary='estimate') needs an image "
+                "with a positive mean; this one has no light"
+            )
         if isinstance(background, np.ndarray):
             light = mean - float(background.mean() if mask is None else background[mask].mean())
         else:
