@@ -61,6 +61,19 @@ def test_readme_is_a_front_door():
     assert not missing, missing
 
 
+def test_api_reference_shows_every_public_name():
+    import types
+
+    import gpu_deconv
+
+    page = (DOCS / "reference" / "api.md").read_text()
+    names = [
+        n for n in gpu_deconv.__all__ if not isinstance(getattr(gpu_deconv, n), types.ModuleType)
+    ]
+    missing = [n for n in names if f"::: gpu_deconv.{n}\n" not in page]
+    assert not missing, f"add them to docs/reference/api.md: {missing}"
+
+
 def test_example_script_runs(tmp_path):
     import subprocess
     import sys

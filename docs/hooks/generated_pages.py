@@ -21,7 +21,7 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parents[2]
 CLI_PAGE = "reference/cli.md"
 COPIED = {"assets/vm-2026-11-24.png": ROOT / "benchmarks/results/vm-2026-11-24.png"}
-WIDTH = "100"  # columns of the usage lines, whatever the terminal
+WIDTH = "80"  # columns of the usage lines, whatever the terminal
 
 
 def on_files(files: Files, config: Any) -> Files:

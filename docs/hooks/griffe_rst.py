@@ -15,7 +15,11 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|exc|obj|const|math):`(~?)([^`]+)`")
-MATH = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<first>.*)\n(?P<rest>(?:(?P=indent)[ \t]+.*\n|[ \t]*\n)*)", re.M)
+MATH = re.compile(
+    r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<first>.*)\n"  # the directive and its first line
+    r"(?P<rest>(?:(?P=indent)[ \t]+.*\n|[ \t]*\n)*)",  # lines indented deeper, blank lines
+    re.M,
+)
 
 
 def _role(match: re.Match[str]) -> str:
@@ -27,7 +31,8 @@ def _math(match: re.Match[str]) -> str:
     indent = match["indent"]
     body = [match["first"].strip()] + [line.strip() for line in match["rest"].splitlines()]
     formula = "\n".join(line for line in body if line)
-    return f"{indent}```text\n" + "".join(f"{indent}{line}\n" for line in formula.splitlines()) + f"{indent}```\n\n"
+    lines = "".join(f"{indent}{line}\n" for line in formula.splitlines())
+    return f"{indent}```text\n{lines}{indent}```\n\n"
 
 
 def markdown(text: str) -> str:
