@@ -5,7 +5,7 @@ whose right half is ``R`` times dimmer than its left half (smooth random structu
 the dim half is a region, not isolated voxels) for ``R`` from 1e2 to 1e10, with each method
 and backend, and reports the relative RMS error of the dim half against float64
 ``method="spatial"`` on NumPy, and the fraction of zeros there. Writes
-``benchmarks/results/<host>-<date>-dynamic-range.json``. The README ("Verified agreement")
+``benchmarks/results/<host>-<date>-dynamic-range.json``. docs/verification.md
 and :mod:`gpu_deconv._precision` (the warning's threshold) quote its results.
 """
 

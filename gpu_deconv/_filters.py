@@ -71,7 +71,7 @@ def tikhonov(
         does not fit (``"auto"``, the default), in tiles of at most ``tile_shape`` voxels, or
         never (``None``). The default overlap (10 RMS widths of the PSF) kept tiles within
         1.4e-5 (``regularization=1e-2``) to 5.4e-4 (``1e-4``) relative RMS of the whole
-        image (README: "Direct filters"): the weaker the regularisation, the wider the
+        image (docs/guide/direct-filters.md): the weaker the regularisation, the wider the
         filter's impulse response.
 
     Returns

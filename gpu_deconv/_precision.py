@@ -2,7 +2,7 @@
 
 An FFT mixes every voxel with every other, so its round-off error is absolute: about
 ``5e-8`` times the image's maximum in every voxel of a float32 Richardson-Lucy result
-(measured, README "Verified agreement": relative RMS error in a region ``R`` times dimmer
+(measured, docs/verification.md: relative RMS error in a region ``R`` times dimmer
 than the maximum of 5e-4 at ``R = 1e4``, 5e-3 at ``1e5``, 2e-2 at ``3e5``, 7e-2 at ``1e6``,
 about 1 from ``1e7``, where dim regions become zeros). The spatial and separable methods
 add positive terms only, so their error stays relative to each voxel's own value (2e-7),

@@ -380,7 +380,7 @@ def richardson_lucy(
     float32 FFTs leave round-off errors of about ``5e-8`` times the image's maximum in
     every voxel, which is a relative error of about ``5e-8 * R`` in a region ``R`` times
     dimmer than the maximum (0.5% at ``R = 1e5``, all of it from ``R = 1e8``: measured in
-    the README, "Verified agreement"). ``method="fft"`` in float32 therefore warns
+    docs/verification.md). ``method="fft"`` in float32 therefore warns
     (:class:`~gpu_deconv.PrecisionWarning`) when at least 1% of the voxels are positive but
     below ``1e-5`` of the maximum; the spatial and separable methods, and float64, stay
     accurate there.

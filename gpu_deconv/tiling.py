@@ -105,7 +105,7 @@ def default_overlap(psf: np.ndarray) -> tuple[int, ...]:
     :func:`~gpu_deconv.psf.rms_width`, ``sigma`` for a Gaussian) and grows slowly with the
     iterations. With 10 widths, tiled and whole-image results agreed to a relative RMS of
     3e-4 or better (max difference 2e-4 of the maximum) up to 100 iterations on noisy 2D and
-    3D test images; 6 widths give about 2e-3 at 100 iterations. The README ("Tiles and dask")
+    3D test images; 6 widths give about 2e-3 at 100 iterations. docs/guide/big-data.md
     has the table. A PSF whose centroid sits off its origin (``n // 2``) shifts the blur by
     that offset, which is added.
 

@@ -1,6 +1,6 @@
 """Agreement with scikit-image and SimpleITK when configured with the same conventions.
 
-Measured differences (float64, recorded in README.md):
+Measured differences (float64, recorded in docs/verification.md):
 
 * scikit-image ``richardson_lucy(g, h, n, clip=False, filter_epsilon=eps)`` is our
   ``boundary="constant", init=0.5``: relative RMS about 3e-12 (2D) and 3e-14 (3D).

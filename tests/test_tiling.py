@@ -27,7 +27,7 @@ def plan_memory(backend, psf, shape, boundary, method, dtype, mask=False, algori
 
 
 # Tiled against whole-image results (issue 7): relative RMS and max |diff| / max, both <= 1e-3.
-# The default overlap gives 3e-4 or better up to 100 iterations (README, "Tiles and dask").
+# The default overlap gives 3e-4 or better up to 100 iterations (docs/guide/big-data.md).
 SEAM_RTOL = 1e-3
 
 

@@ -2,7 +2,7 @@
 
 An algorithm declares the buffers it needs beyond the model's (:class:`Model`), sets itself up
 on a model, and advances the estimate one step at a time; the driver
-(:func:`gpu_deconv.deconvolve`) does everything around it: validation, memory planning,
+(:func:`gpu_deconv._rl.deconvolve`) does everything around it: validation, memory planning,
 tiling, dask, snapshots, callback and progress.
 """
 
