@@ -42,7 +42,8 @@ _interrupt_check: ContextVar[Callable[[], None] | None] = ContextVar(
 def interrupt_check(check: Callable[[], None]) -> Iterator[None]:
     """Call ``check()`` after every iteration of the runs inside (tiled ones too).
 
-    ``check`` stops a run by raising; unlike ``callback`` it also follows tiled runs.
+    ``check`` stops a run by raising; unlike ``callback`` it also follows tiled runs, and it
+    is called once the iteration has run on the device, not only been queued there.
     """
     token = _interrupt_check.set(check)
     try:
@@ -879,6 +880,7 @@ def _iterate(
         k += 1
         algorithm.step()
         if interrupted is not None:
+            be.synchronize()  # a device runs queued steps long after they were queued
             interrupted()
         if monitor is not None:
             history.append(monitor.record(k, algorithm.estimate))

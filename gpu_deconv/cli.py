@@ -800,15 +800,21 @@ def _compute(args: argparse.Namespace, task):
             except TimeoutError as exc:
                 raise ValueError(f"the dask scheduler at {address} has no workers") from exc
             future = client.compute(task)
-            if not args.quiet:
-                with contextlib.redirect_stdout(sys.stderr):
-                    progress(future)
-            return future.result()
+            try:
+                if not args.quiet:
+                    with contextlib.redirect_stdout(sys.stderr):
+                        progress(future)
+                return future.result()
+            except BaseException:  # Ctrl-C, SIGTERM: the cluster drops the run's tasks
+                client.cancel(future, force=True)
+                raise
     from dask.diagnostics import ProgressBar
 
+    from .dask import compute_stoppable
+
     bar = contextlib.nullcontext() if args.quiet else ProgressBar(out=sys.stderr)
-    with bar:
-        return task.compute(scheduler=address or "threads")
+    with bar:  # interrupted, the running chunks stop before the output is removed
+        return compute_stoppable(task, address or "threads")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -940,20 +946,32 @@ class _Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM (what batch schedulers send) into :class:`_Terminated` while inside."""
+def _signals_stop_once(keep: bool = False) -> Iterator[None]:
+    """Stop the run at the first Ctrl-C or SIGTERM while inside; ignore the ones after it.
+
+    The first Ctrl-C raises ``KeyboardInterrupt`` and the first SIGTERM (what batch schedulers
+    send) :class:`_Terminated` in the main thread, so that cleanup runs; a second one would
+    cut the removal of unfinished outputs short, and is ignored. ``keep``: after a signal,
+    keep ignoring them once outside (the process is about to exit with its code).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
+    received: list[int] = []
 
     def handler(signum, frame):
-        raise _Terminated(signum)
+        if received:
+            return  # cleaning up already
+        received.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler_before in previous.items():
+            # SIG_IGN, unlike a Python handler, lasts through the interpreter's shutdown.
+            signal.signal(s, signal.SIG_IGN if keep and received else handler_before)
 
 
 @contextlib.contextmanager
@@ -1076,7 +1094,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers.update(calibrate=_calibrate)
     handlers.update(wiener=_cli_filters.run, tikhonov=_cli_filters.run)
     try:
-        with _sigterm_raises(), _warnings_as_lines(flags, paths):
+        # The command line's own process keeps ignoring signals once one stopped the run.
+        with _signals_stop_once(keep=argv is None), _warnings_as_lines(flags, paths):
             code = handlers[args.command](args)
     except (
         ValueError,

@@ -18,11 +18,18 @@ first, second device).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import numbers
+import signal
+import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -30,12 +37,46 @@ import numpy as np
 from . import _validation as v
 from ._noise import check_background, check_read_noise, piece_of_a_larger_image
 from ._regularization import check_regularization, check_spacing
+from ._rl import interrupt_check
 from ._rl import richardson_lucy as _richardson_lucy
 from ._stopping import Info, check_stop
 from .backends import available_backends, backend_dtypes
 from .tiling import resolve_overlap, window_boundary
 
 logger = logging.getLogger("gpu_deconv")
+
+# The stop flag of the compute_stoppable call a chunk runs for (its threads carry the
+# caller's context): once set, running chunks raise at their next iteration, queued ones at
+# their start.
+_stop_flag: ContextVar[threading.Event | None] = ContextVar("gpu_deconv_stop", default=None)
+
+
+class ChunkStopped(RuntimeError):
+    """Raised in a chunk whose computation was interrupted (see :func:`compute_stoppable`)."""
+
+
+def _check_stop() -> None:
+    """Raise :class:`ChunkStopped` if this chunk's computation was interrupted or cancelled."""
+    flag = _stop_flag.get()
+    if (flag is not None and flag.is_set()) or _cancelled_on_worker():
+        raise ChunkStopped("the computation was interrupted")
+
+
+def _cancelled_on_worker() -> bool:
+    """Whether this thread runs a ``dask.distributed`` task its client cancelled (best effort).
+
+    A worker cannot stop a running task itself: the chunk looks up its own task's state.
+    """
+    if "distributed.worker" not in sys.modules:  # not on a worker
+        return False
+    try:
+        from distributed.worker import get_worker, thread_state
+
+        task = get_worker().state.tasks.get(thread_state.key)
+    except Exception:  # not in a task, or a distributed without these: run on
+        return False
+    return task is None or task.state in ("cancelled", "released", "forgotten")
+
 
 # map_overlap's boundary per mode: windows stop at the volume border ("none") where the mode
 # itself is exact there; "wrap" reads the periodic continuation, "constant" reads zeros.
@@ -416,6 +457,7 @@ def _filter_block(block: np.ndarray, *, name: str, **options: Any) -> np.ndarray
 
     if block.size == 0:  # dask's meta probe
         return np.zeros(block.shape, options["dtype"])
+    _check_stop()  # one pass: an interrupted computation stops before it
     return getattr(_filters, name)(block, **options)
 
 
@@ -559,7 +601,10 @@ def _deconvolve_block(
     mode = window_boundary(boundary)
     if mode in v.ESTIMATED_BOUNDARIES:
         options["margin"] = margin
-    with piece_of_a_larger_image():  # a dark chunk is no sign of a wrong background
+    _check_stop()
+    # A dark chunk is no sign of a wrong background; an interrupted computation stops the
+    # chunk at its next iteration.
+    with piece_of_a_larger_image(), interrupt_check(_check_stop):
         return _richardson_lucy(block, boundary=mode, init=init, mask=mask, **options)
 
 
@@ -581,6 +626,110 @@ def _zero_outside(shape, value: float, depth, block_info) -> np.ndarray:
             lead[axis] = slice(shape[axis] - pad, None)
             init[tuple(lead)] = 0
     return init
+
+
+def compute_stoppable(collection: Any, scheduler: str = "threads") -> Any:
+    """Compute a dask collection on a local scheduler so that an interruption stops it.
+
+    Interrupted (Ctrl-C, or any exception in the calling thread while it waits), the chunks
+    of this module being deconvolved stop at their next iteration, queued tasks are dropped,
+    and the call returns (raising the interruption) only once no task runs any more: a
+    store's output can then be removed without a late chunk writing into it. Plain
+    ``compute()`` raises at once but leaves its threads computing until their chunks end.
+    A second Ctrl-C or SIGTERM while the running chunks stop waits for them too.
+
+    Parameters
+    ----------
+    collection : dask collection
+        What to compute, e.g. ``result`` or ``result.to_zarr(path, compute=False)``.
+    scheduler : {"threads", "sync", "processes"}, optional
+        dask's local schedulers, by default ``"threads"`` (a new pool of dask's
+        ``num_workers`` threads, by default one per core); ``"processes"`` terminates its
+        worker processes when interrupted.
+
+    Returns
+    -------
+    object
+        What ``collection.compute()`` returns.
+
+    Raises
+    ------
+    ValueError
+        If ``scheduler`` is none of the above (a ``dask.distributed`` client cancels its own
+        futures: ``client.cancel``).
+    """
+    from dask import config
+    from dask.system import CPU_COUNT
+
+    if scheduler == "sync":  # runs in this thread: the interruption stops it where it is
+        return collection.compute(scheduler="sync")
+    workers = config.get("num_workers", None) or CPU_COUNT
+    if scheduler == "processes":
+        import multiprocessing
+
+        context = multiprocessing.get_context(config.get("multiprocessing.context", "spawn"))
+        processes = context.Pool(workers, initializer=_pool_worker)
+        try:
+            result = collection.compute(scheduler="processes", pool=processes)
+        except BaseException:
+            with _signals_held():
+                processes.terminate()  # their chunks cannot see this process's flag
+                processes.join()
+            raise
+        processes.close()
+        processes.join()
+        return result
+    if scheduler != "threads":
+        raise ValueError(f"scheduler must be 'threads', 'sync' or 'processes', got {scheduler!r}")
+    stop = threading.Event()
+    pool = _ContextPool(workers)
+    token = _stop_flag.set(stop)  # the pool's tasks run in this context: they see ``stop``
+    try:
+        return collection.compute(scheduler="threads", pool=pool)
+    except BaseException:
+        with _signals_held():
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        _stop_flag.reset(token)
+        pool.shutdown(wait=False)
+
+
+class _ContextPool(ThreadPoolExecutor):
+    """A thread pool whose tasks run in the context of the thread that submitted them.
+
+    As dask's own pool of recent versions: warning filters, and ``compute_stoppable``'s flag.
+    """
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Run ``fn(*args, **kwargs)`` in a copy of the caller's context."""
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def _pool_worker() -> None:
+    """Start a worker process of ``compute_stoppable``: Ctrl-C is its parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent terminates it
+    try:
+        from dask.multiprocessing import default_initializer
+    except ImportError:
+        return
+    default_initializer()  # dask's own: a fresh NumPy random state
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Let Ctrl-C and SIGTERM do nothing while inside (main thread only): cleanup finishes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: None) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[str, str]:

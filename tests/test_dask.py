@@ -232,3 +232,111 @@ def test_dask_argument_errors(volume):
     lazy = gdd.richardson_lucy(da.from_array(np.full((8, 8, 8), np.nan)), PSF_3D, 2)
     with pytest.raises(ValueError, match="NaN"):
         lazy.compute(scheduler="sync")
+
+
+# ---- interruptions (issue 23, item 5) ---------------------------------------------------------
+
+
+def test_interrupted_compute_stops_its_chunks(backend):
+    """Ctrl-C in the waiting thread: the chunks stop at their next iteration, no thread is left."""
+    import signal
+    import threading
+    import time
+
+    image = da.from_array(blob_image((16, 48, 48), seed=3).astype(np.float32), chunks=(16, 24, 24))
+    endless = gdd.richardson_lucy(image, PSF_3D, 100_000, backend=backend)  # would take hours
+    before = set(threading.enumerate())
+    main = threading.main_thread().ident
+    ctrl_c = threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT))
+    ctrl_c.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            gdd.compute_stoppable(endless)
+    finally:
+        ctrl_c.cancel()
+    assert time.monotonic() - start < 6
+    assert set(threading.enumerate()) - before == set()  # every chunk's thread has ended
+    again = gdd.richardson_lucy(image, PSF_3D, 2, backend=backend)
+    np.testing.assert_allclose(
+        gdd.compute_stoppable(again), again.compute(scheduler="sync"), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="scheduler must be"):
+        gdd.compute_stoppable(again, "tcp://nowhere:8786")
+
+
+def test_cancelled_chunk_on_a_distributed_worker_stops():
+    """client.cancel: the worker's running chunk stops at its next iteration, not hours later."""
+    distributed = pytest.importorskip("distributed")
+    import time
+
+    image = da.from_array(blob_image((16, 48, 48), seed=3).astype(np.float32), chunks=(16, 48, 48))
+    endless = gdd.richardson_lucy(image, PSF_3D, 100_000, backend="numpy")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, processes=False, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        worker = next(iter(cluster.workers.values()))
+        future = client.compute(endless)
+        deadline = time.monotonic() + 60
+        while not worker.state.executing_count:  # the chunk is iterating
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.cancel(future, force=True)
+        cancelled = time.monotonic()
+        while worker.state.executing_count or worker.state.long_running:
+            assert time.monotonic() - cancelled < 5, "the cancelled chunk runs on"
+            time.sleep(0.05)
+
+
+def test_signals_stop_a_dask_run_within_seconds(backend, tmp_path):
+    """Ctrl-C (twice) and SIGTERM end a zarr-to-zarr CLI run on dask's threads in seconds.
+
+    Exit codes 130 and 143, one line each, no output or temporary left; the second Ctrl-C,
+    sent while the first is being handled, changes nothing.
+    """
+    import signal
+    import time
+
+    zarr = pytest.importorskip("zarr")
+    source = zarr.open_array(
+        str(tmp_path / "in.zarr"), mode="w", shape=(16, 96, 96), chunks=(16, 48, 48), dtype="f4"
+    )
+    source[:] = blob_image((16, 96, 96), seed=4).astype(np.float32) + 1
+    write_tiff(tmp_path / "psf.tif", PSF_3D.astype(np.float32))
+    before = {p.name for p in tmp_path.iterdir()}
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        output = tmp_path / f"{sig.name}.zarr"
+        command = [sys.executable, "-m", "gpu_deconv.cli", "run", str(tmp_path / "in.zarr"),
+                   "--psf", str(tmp_path / "psf.tif"), "-n", "100000",  # hours: only a signal
+                   "-q", "--backend", backend, "-o", str(output)]  # fmt: skip
+        runs[sig] = output, subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    for output, process in runs.values():  # each writes its output's hidden temporary
+        while not [n for n in os.listdir(tmp_path) if output.name in n]:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    time.sleep(1.5)  # the chunks are iterating
+    expected = {
+        signal.SIGINT: (130, "gpu-deconv: interrupted (Ctrl-C); unfinished outputs removed"),
+        signal.SIGTERM: (143, "gpu-deconv: terminated (SIGTERM); unfinished outputs removed"),
+    }
+    for sig, (_, process) in runs.items():
+        assert process.poll() is None
+        sent = time.monotonic()
+        process.send_signal(sig)
+        if sig == signal.SIGINT:
+            time.sleep(0.05)
+            process.send_signal(sig)  # impatient: a second Ctrl-C
+        try:
+            _, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+        code, line = expected[sig]
+        assert (process.returncode, err.strip().splitlines()) == (code, [line])
+        assert time.monotonic() - sent < 5
+    assert {p.name for p in tmp_path.iterdir()} == before  # no output, no temporary
