@@ -9,6 +9,7 @@ and written one at a time, so a long series never needs to fit in memory.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -117,7 +118,10 @@ def deconvolve_stack(
         The stack's axes (see :func:`check_axes`), e.g. ``"TCZYX"`` or ImageJ's ``"TZCYX"``.
     out : array_like, optional
         Where to write the results (same shape; e.g. a memory-mapped output file); by
-        default a new float32 array (float64 with ``dtype="float64"``).
+        default a new float32 array (float64 with ``dtype="float64"``). An integer ``out``
+        gets the results rounded to the nearest integer and clipped to its range (a
+        warning says how many voxels were clipped), as the CLI's ``--output-dtype uint16``
+        does; a float one narrower than the result is refused where a value would overflow.
     colours : bool, optional
         Deconvolve an RGB/RGBA (``S``) axis colour by colour, by default False (refused).
     progress : bool, optional
@@ -129,7 +133,9 @@ def deconvolve_stack(
     **options
         Passed to :func:`gpu_deconv.richardson_lucy` for every volume (``backend``,
         ``boundary``, ``method``, ``acceleration``, ``init``, ``tile_shape``, ``background``
-        (a number), ``read_noise``, ``regularization``, ``spacing``, ...).
+        (a number), ``read_noise``, ``regularization``, ``spacing``, ...), except
+        ``snapshots`` and ``return_info``: a stack returns one array (call
+        :func:`gpu_deconv.richardson_lucy` on a volume for those).
 
     Returns
     -------
@@ -141,8 +147,12 @@ def deconvolve_stack(
     ValueError
         If ``iterations`` is ``"auto"`` (a stack takes one fixed count), if ``axes`` does not
         fit ``image`` (or names colours without ``colours``), the
-        number of PSFs is neither 1 nor the number of channels, or ``out`` has another shape;
-        and as :func:`gpu_deconv.richardson_lucy`.
+        number of PSFs is neither 1 nor the number of channels, ``out`` has another shape,
+        ``snapshots`` or ``return_info`` is given, or a volume holds NaN or infinite values;
+        all of these before any volume is computed. And as
+        :func:`gpu_deconv.richardson_lucy`.
+    TypeError
+        If ``out`` holds neither integers nor floats.
 
     Examples
     --------
@@ -168,12 +178,21 @@ def deconvolve_stack(
         raise ValueError(
             f"give one PSF for all channels or one per channel ({channels}), got {len(psfs)}"
         )
+    for name in ("snapshots", "return_info"):
+        if options.get(name) not in (None, False):
+            raise ValueError(
+                f"{name}= is not available for stacks, which return one array of results: "
+                "call gpu_deconv.richardson_lucy on a volume for its snapshots or info"
+            )
     if out is None:
         dtype = np.float64 if options.get("dtype") in ("float64", np.float64) else np.float32
         out = np.empty(shape, dtype=dtype)
     if tuple(out.shape) != shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, the image {shape}")
+    store = _Store(out)
     keys = list(volume_keys(shape, axes))
+    for key, _ in keys:  # all volumes before any is computed: none is left half done
+        _check_finite(image[key], key, axes)
     total = len(keys) * iterations
     bar = None
     if progress:
@@ -200,7 +219,7 @@ def deconvolve_stack(
                     callback=step if per_iteration else None,
                     **options,
                 )
-            out[key] = result
+            store.write(key, result)
             done += iterations
             if not per_iteration:
                 if bar is not None:
@@ -210,4 +229,54 @@ def deconvolve_stack(
     finally:
         if bar is not None:
             bar.close()
+    if store.clipped:
+        warnings.warn(
+            f"{store.clipped} voxels were outside the {store.dtype} range of out and were "
+            "clipped to it (write a float out to keep them)",
+            UserWarning,
+            stacklevel=2,
+        )
     return out
+
+
+def _check_finite(volume: Any, key: tuple, axes: str) -> None:
+    """Raise ``ValueError`` naming the volume if it holds NaN or infinite values."""
+    volume = np.asarray(volume)
+    if np.issubdtype(volume.dtype, np.inexact) and not np.isfinite(volume).all():
+        where = ", ".join(f"{a}={k}" for a, k in zip(axes, key) if not isinstance(k, slice))
+        raise ValueError(
+            f"image contains NaN or infinite values (in the volume at {where or 'the whole'}); "
+            "nothing was computed"
+        )
+
+
+class _Store:
+    """Writes results into ``out``: integers rounded and clipped (counted), floats checked.
+
+    An ``out`` without a dtype (a writer that converts for itself) takes the results as
+    they are.
+    """
+
+    def __init__(self, out: Any):
+        self.out, self.clipped = out, 0
+        self.dtype = np.dtype(out.dtype) if hasattr(out, "dtype") else None
+        if self.dtype is not None and self.dtype.kind not in "iuf":
+            raise TypeError(f"out must hold integers or floats, got dtype {self.dtype}")
+
+    def write(self, key: tuple, result: np.ndarray) -> None:
+        dtype = self.dtype
+        if dtype is not None and dtype.kind in "iu":
+            # As the CLI's integer --output-dtype: rounded, clipped to the range, counted.
+            info = np.iinfo(dtype)
+            rounded = np.rint(result)
+            self.clipped += int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+            result = np.clip(rounded, info.min, info.max).astype(dtype)
+        elif dtype is not None and dtype.itemsize < result.dtype.itemsize:
+            largest = float(np.finfo(dtype).max)
+            peak = float(np.abs(result).max()) if result.size else 0.0
+            if peak > largest:
+                raise ValueError(
+                    f"a result reaches {peak:.3g}, beyond the range of out's {dtype} (largest "
+                    f"{largest:.3g}): give a float32 or float64 out"
+                )
+        self.out[key] = result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import tifffile
@@ -219,9 +221,76 @@ def test_streams_one_volume_at_a_time():
 
     source = Volumes()
     result = deconvolve_stack(source, PSFS[0][2:3], 2, axes="TCZYX", backend="numpy")
-    assert len(source.reads) == 6
+    assert len(source.reads) == 12  # each volume: its finiteness checked first, then computed
     assert all(isinstance(k[0], int) and isinstance(k[1], int) for k in source.reads)
     assert {(k[0], k[1]) for k in source.reads} == {(t, c) for t in range(3) for c in range(2)}
     np.testing.assert_array_equal(
         result[2, 1], gd.richardson_lucy(data[2, 1], PSFS[0][2:3], 2, backend="numpy")
     )
+
+
+# ---- what a stack refuses, and integer outputs (issue 23, item 6) ----------------------------
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8"])
+def test_integer_out_is_rounded_and_clipped_as_the_cli_does(backend, dtype):
+    image = stack((3, 16, 16)) * np.float32(2.5)  # peaks beyond uint8's 255 after sharpening
+    psf = PSFS[1][2]
+    floats = deconvolve_stack(image, psf, 4, axes="TYX", backend=backend, tile_shape=None)
+    out = np.zeros(image.shape, dtype)
+    top = np.iinfo(dtype).max
+    clipped = int(np.count_nonzero(np.rint(floats) > top))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        returned = deconvolve_stack(
+            image, psf, 4, axes="TYX", backend=backend, tile_shape=None, out=out
+        )
+    assert returned is out
+    # Was: truncated toward zero by the cast (2.9 became 2), with no word of clipping.
+    np.testing.assert_array_equal(out, np.clip(np.rint(floats), 0, top).astype(dtype))
+    messages = [str(w.message) for w in caught]
+    if clipped:
+        assert messages == [
+            f"{clipped} voxels were outside the {dtype} range of out and were clipped to it "
+            "(write a float out to keep them)"
+        ]
+    else:
+        assert messages == []
+    assert (clipped > 0) == (dtype == "uint8")
+
+
+def test_refusals_come_before_any_volume_is_written():
+    image = stack((6, 12, 12))
+    psf = PSFS[0][2]
+    calls = []
+
+    def run(data=image, **options):
+        out = np.zeros(data.shape, np.float32)
+        with pytest.raises((ValueError, TypeError)) as error:
+            deconvolve_stack(
+                data, psf, 2, axes="TYX", backend="numpy", tile_shape=None, out=out,
+                callback=lambda done, total: calls.append(done), **options,
+            )  # fmt: skip
+        assert not out.any() and not calls  # nothing computed, nothing written
+        return str(error.value)
+
+    for name, value in [("snapshots", [1, 2]), ("return_info", True)]:
+        # Was: NumPy's "float() argument must be ... not 'dict'" / "inhomogeneous shape".
+        assert run(**{name: value}).startswith(f"{name}= is not available for stacks")
+    for bad in (np.nan, np.inf):
+        last = image.copy()
+        last[5, 3, 4] = bad  # the last volume: was found after five were written
+        assert run(last) == (
+            "image contains NaN or infinite values (in the volume at T=5); nothing was computed"
+        )
+    for dtype in (bool, np.complex64):
+        with pytest.raises(TypeError, match="out must hold integers or floats"):
+            deconvolve_stack(
+                image, psf, 2, axes="TYX", backend="numpy", out=np.zeros((6, 12, 12), dtype)
+            )
+    # A narrower float out: refused where a value would overflow to inf (was: inf written).
+    with pytest.raises(ValueError, match=r"beyond the range of out's float16"):
+        deconvolve_stack(
+            image * np.float32(1e4), psf, 2, axes="TYX", backend="numpy",
+            out=np.zeros(image.shape, np.float16),
+        )  # fmt: skip
