@@ -101,7 +101,7 @@ def test_separable_rejects_non_separable_psf(backend):
 
 def test_numpy_fft_public_scipy_fallback_matches(monkeypatch):
     """Without pocketfft's out= binding the public scipy.fft path gives the same result."""
-    from gpu_deconv.backends import numpy_backend
+    from gpu_deconv.backends import _numpy_transforms
 
     image = blob_image((20, 30, 25), seed=2)
     psf = make_psf((5, 7, 6), "random")
@@ -109,5 +109,5 @@ def test_numpy_fft_public_scipy_fallback_matches(monkeypatch):
         image, psf, 5, backend="numpy", method="fft", boundary="nearest", tile_shape=None
     )
     fast = run()
-    monkeypatch.setattr(numpy_backend, "_pocketfft", None)
+    monkeypatch.setattr(_numpy_transforms, "_pocketfft", None)
     np.testing.assert_allclose(run(), fast, rtol=1e-12, atol=0)

@@ -16,6 +16,7 @@ from ._filter_planning import (
     noise_power,
     transformed_axes,
 )
+from ._numpy_transforms import BoundaryPadder, in_place, irfftn, rfftn
 
 
 def plan_filter(spec: FilterSpec, transforms: tuple[str, ...]) -> FilterPlan:
@@ -45,7 +46,6 @@ class NumpyFilter:
     """A prepared direct filter on NumPy arrays (see :class:`~gpu_deconv.backends.FilterSpec`)."""
 
     def __init__(self, spec: FilterSpec, plan: FilterPlan, workers: int):
-        from .numpy_backend import _BoundaryPadder
 
         self.plan = plan
         blur = spec.blur
@@ -61,12 +61,11 @@ class NumpyFilter:
         self._padder = None
         if plan.transform == "rfft":
             geometry = filter_geometry(blur.shape, blur.psf.shape, blur.boundary)
-            self._padder = _BoundaryPadder(geometry, blur.boundary, blur.dtype)
+            self._padder = BoundaryPadder(geometry, blur.boundary, blur.dtype)
             self._result = np.empty(geometry.padded_shape, blur.dtype)
             self._spectrum = np.empty(self._response.shape, self._response.dtype)
 
     def apply(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        from .numpy_backend import _in_place, _irfftn, _rfftn
 
         if self._padder is None:  # the DCT of the image, in place in out
             if x is not out:
@@ -74,13 +73,13 @@ class NumpyFilter:
             if not self._axes:
                 return self._respond(out)
             options = dict(type=1 if self.plan.transform == "dct1" else 2, axes=self._axes)
-            _in_place(scipy.fft.dctn, out, workers=self._workers, **options)
+            in_place(scipy.fft.dctn, out, workers=self._workers, **options)
             self._respond(out)
-            _in_place(scipy.fft.idctn, out, workers=self._workers, **options)
+            in_place(scipy.fft.idctn, out, workers=self._workers, **options)
             return out
-        spectrum = _rfftn(self._padder.fill(x), self._spectrum, self._workers)
+        spectrum = rfftn(self._padder.fill(x), self._spectrum, self._workers)
         self._respond(spectrum)
-        out[...] = _irfftn(spectrum, self._result, self._workers)[self._padder.geometry.crop]
+        out[...] = irfftn(spectrum, self._result, self._workers)[self._padder.geometry.crop]
         return out
 
     def _respond(self, spectrum: np.ndarray) -> np.ndarray:

@@ -10,26 +10,19 @@ import contextlib
 import math
 import os
 import sys
-from typing import Any
 
 import numpy as np
 import scipy.fft
 import scipy.ndimage as ndi
 
-try:  # pocketfft's own binding writes into out=: no fresh pages to fault in every iteration
-    from scipy.fft._pocketfft import pypocketfft as _pocketfft
-except ImportError:  # another SciPy layout: the public scipy.fft API, which allocates
-    _pocketfft = None
-
 from .. import _noise
 from . import _numpy_filter
 from ._base import NOISE_RATIO_LIMIT, BlurPlan, BlurSpec, FilterPlan, FilterSpec, MemoryNeed
 from ._host_memory import available_host_memory
+from ._numpy_transforms import BoundaryPadder, in_place, irfftn, rfftn
 from ._planning import (
     CostModel,
-    FFTGeometry,
     blur_plan,
-    boundary_index,
     choose_method,
     dct_gain,
     embed_psf,
@@ -100,41 +93,6 @@ class _SeparableOperator:
         return self._apply(ndi.correlate1d, x, out)
 
 
-class _BoundaryPadder:
-    """Writes an image and its boundary extension into a preallocated padded buffer."""
-
-    def __init__(self, geometry: FFTGeometry, boundary: str, dtype):
-        self.geometry = geometry
-        self.buffer = np.zeros(geometry.padded_shape, dtype)
-        self._boundary = boundary
-        # Per axis: padded positions outside the image and the padded positions they copy from.
-        self._fills = []
-        for axis, (n, m, b) in enumerate(
-            zip(geometry.shape, geometry.padded_shape, geometry.pad_before)
-        ):
-            outside = np.concatenate([np.arange(0, b), np.arange(b + n, m)])
-            if outside.size == 0:
-                continue
-            source = None
-            if boundary != "constant":
-                source = boundary_index(outside - b, n, boundary) + b
-            self._fills.append((axis, outside, source))
-
-    def fill(self, x: np.ndarray) -> np.ndarray:
-        buf = self.buffer
-        buf[self.geometry.crop] = x
-        for axis, outside, source in self._fills:
-            index: list[Any] = [slice(None)] * buf.ndim
-            index[axis] = outside
-            # Axes filled earlier are already extended, so later axes copy full-length slabs:
-            # that is the tensor-product extension scipy.ndimage uses.
-            if source is None:
-                buf[tuple(index)] = 0
-            else:
-                buf[tuple(index)] = np.take(buf, source, axis=axis)
-        return buf
-
-
 class _DCTOperator:
     """Blur by a symmetric PSF as an exact DCT diagonalisation.
 
@@ -154,7 +112,7 @@ class _DCTOperator:
         grid = tuple(shape)
         self._padder = None
         if plan.transform == "dct2-padded":
-            self._padder = _BoundaryPadder(fft_geometry(grid, psf.shape, boundary), boundary, dtype)
+            self._padder = BoundaryPadder(fft_geometry(grid, psf.shape, boundary), boundary, dtype)
             grid = self._padder.geometry.padded_shape
         self._gain = dct_gain(psf, grid, self._type, dtype)
 
@@ -169,37 +127,15 @@ class _DCTOperator:
                 np.copyto(out, x)
             work = out
         options = dict(type=self._type, axes=self._axes, workers=self._workers)
-        _in_place(scipy.fft.dctn, work, **options)
+        in_place(scipy.fft.dctn, work, **options)
         work *= self._gain
-        _in_place(scipy.fft.idctn, work, **options)
+        in_place(scipy.fft.idctn, work, **options)
         if self._padder is not None:
             out[...] = work[self._padder.geometry.crop]
         return out
 
     # A symmetric PSF equals its flip, so the correlation is the same operator.
     correlate = convolve
-
-
-def _in_place(transform, x: np.ndarray, **options) -> None:
-    """Apply a ``scipy.fft`` real transform to ``x`` in place (``overwrite_x``)."""
-    result = transform(x, overwrite_x=True, **options)
-    if not np.may_share_memory(result, x):  # SciPy may still hand back a new array
-        np.copyto(x, result)
-
-
-def _rfftn(x: np.ndarray, out: np.ndarray, workers: int) -> np.ndarray:
-    """``scipy.fft.rfftn(x)`` over all axes, written into ``out`` where SciPy allows it."""
-    if _pocketfft is None:
-        return scipy.fft.rfftn(x, workers=workers)
-    return _pocketfft.r2c(x, tuple(range(x.ndim)), True, 0, out, workers)
-
-
-def _irfftn(spectrum: np.ndarray, out: np.ndarray, workers: int) -> np.ndarray:
-    """``scipy.fft.irfftn`` back to ``out.shape``, written into ``out`` where SciPy allows it."""
-    if _pocketfft is None:
-        return scipy.fft.irfftn(spectrum, s=out.shape, workers=workers, overwrite_x=True)
-    # inorm=2: divide by the number of samples, as irfftn's default normalisation does.
-    return _pocketfft.c2r(spectrum, tuple(range(out.ndim)), out.shape[-1], False, 2, out, workers)
 
 
 class _FFTOperator:
@@ -220,7 +156,7 @@ class _FFTOperator:
         geometry = fft_geometry(shape, psf.shape, boundary)
         self._estimate = boundary == "estimate"
         # The estimate mode's correlation embeds the image in zeros: the "constant" padder.
-        self._padder = _BoundaryPadder(geometry, "constant" if self._estimate else boundary, dtype)
+        self._padder = BoundaryPadder(geometry, "constant" if self._estimate else boundary, dtype)
         self._workers = workers
         # The OTF in the compute dtype: a float64 detour would triple the set-up's peak memory.
         self._otf = scipy.fft.rfftn(embed_psf(psf, geometry.padded_shape, dtype), workers=workers)
@@ -231,11 +167,11 @@ class _FFTOperator:
         self._result = np.empty(geometry.padded_shape, dtype)
 
     def _apply(self, padded: np.ndarray, otf: np.ndarray, out: np.ndarray, crop) -> np.ndarray:
-        spectrum = _rfftn(padded, self._spectrum, self._workers)
+        spectrum = rfftn(padded, self._spectrum, self._workers)
         spectrum *= otf
         if crop is None:  # the whole domain: transform straight into out
-            return _copy_result(_irfftn(spectrum, out, self._workers), out)
-        out[...] = _irfftn(spectrum, self._result, self._workers)[crop]
+            return _copy_result(irfftn(spectrum, out, self._workers), out)
+        out[...] = irfftn(spectrum, self._result, self._workers)[crop]
         return out
 
     def convolve(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
