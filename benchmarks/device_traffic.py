@@ -183,8 +183,9 @@ def seconds_per_iteration(shape, psf, method, boundary, acceleration, dct, repea
 
 def kernel_seconds(shape, psf, calls=30) -> dict:
     """Milliseconds per call of the fused kernels against the pairs they replace (padded rfft)."""
+    from gpu_deconv.backends._opencl_operators import i32 as _i32
+    from gpu_deconv.backends._opencl_operators import shape3 as _shape3
     from gpu_deconv.backends._planning import fft_geometry
-    from gpu_deconv.backends.opencl_backend import _i32, _shape3
 
     backend = _backend(False)
     geometry = fft_geometry(shape, psf.shape, "reflect")
@@ -197,7 +198,10 @@ def kernel_seconds(shape, psf, calls=30) -> dict:
     n0, n1, n2 = _shape3(shape)
     crop = (*_i32(n1, n2, _shape3(padded)[1], row), *_i32(*_shape3(geometry.pad_before, 0)))
     where = (n2, n1, n0)
-    no_background = (observed.data, np.int32(0), np.float32(0), np.float32(1e-12))
+    # background (none), offset, eps, round-off level (none), ratio limit
+    no_background = (
+        observed.data, np.int32(0), np.float32(0), np.float32(1e-12), np.float32(0), np.float32(10)
+    )  # fmt: skip
 
     def launch(name, *args):
         backend.launch(name, where, *args, *crop)

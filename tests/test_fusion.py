@@ -74,7 +74,7 @@ def _run(transform, boundary, acceleration, background, weights):
 def test_fused_kernels_give_the_separate_kernels_result(
     monkeypatch, transform, boundary, acceleration, background, weights
 ):
-    from gpu_deconv.backends import opencl_backend as ob
+    from gpu_deconv.backends import _opencl_operators as ob
 
     try:
         gd.get_backend("opencl")
@@ -91,8 +91,8 @@ def test_fused_kernels_give_the_separate_kernels_result(
     assert launches["rl_ratio"] == 4 - expected
     crops = launches["crop"]  # the weights' set-up crops too
     for name in ("correlate_update", "correlate_momentum_update", "correlate_change_update"):
-        monkeypatch.delattr(ob._FusedUpdates, name)
-    for cls in (ob._FFTOperator, ob._PaddedDCTOperator):
+        monkeypatch.delattr(ob.FusedUpdates, name)
+    for cls in (ob.FFTOperator, ob.PaddedDCTOperator):
         monkeypatch.delattr(cls, "convolve_ratio")
     separate, launches = _run(*case)
     assert launches["crop_ratio"] == launches["crop_update"] == 0

@@ -14,8 +14,8 @@ import scipy.ndimage as ndi
 from conftest import BOUNDARIES, require_backend
 
 import gpu_deconv as gd
+from gpu_deconv.backends._opencl_operators import BOUNDARY_CODES
 from gpu_deconv.backends._planning import boundary_index, fft_geometry
-from gpu_deconv.backends.opencl_backend import BOUNDARY_CODES
 
 pytestmark = [pytest.mark.opencl, pytest.mark.kernels]
 SHAPES = [(7,), (5, 6), (3, 4, 5)]
@@ -147,7 +147,8 @@ def test_accelerated_update_reads_the_crop(cl, monkeypatch, mode, contiguous):
     Rows wider than the data (as for in-place real FFTs) and an offset crop: what Oclgrind
     checks for out-of-bounds reads and races (``make check-kernels``).
     """
-    from gpu_deconv.backends.opencl_backend import _accelerated_update, _i32
+    from gpu_deconv.backends._opencl_operators import accelerated_update as _accelerated_update
+    from gpu_deconv.backends._opencl_operators import i32 as _i32
 
     rng = np.random.default_rng(9)
     shape, padded, before, row = (5, 6, 7), (9, 10, 12), (2, 3, 1), 14

@@ -20,6 +20,7 @@ from ._filter_planning import (
     noise_power,
     transformed_axes,
 )
+from ._opencl_operators import BOUNDARY_CODES, FFTOperator
 
 
 def plan_filter(spec: FilterSpec, transforms: tuple[str, ...]) -> FilterPlan:
@@ -43,8 +44,6 @@ class OpenCLFilter:
     def __init__(self, backend: Any, spec: FilterSpec, plan: FilterPlan):
         import pyopencl.array as cla
 
-        from .opencl_backend import BOUNDARY_CODES, _FFTOperator
-
         self.plan = plan
         self._be = backend
         blur = spec.blur
@@ -65,7 +64,7 @@ class OpenCLFilter:
             )
             image = (blur.shape, geometry.pad_before)
             mode = BOUNDARY_CODES[blur.boundary]
-            self._pad, self._crop = _FFTOperator._pad_crop(image, mode, image, row, padded)
+            self._pad, self._crop = FFTOperator._pad_crop(image, mode, image, row, padded)
         else:
             dct_type = 1 if plan.transform == "dct1" else 2
             axes = tuple(a - blur.psf.ndim for a in transformed_axes(blur.shape))

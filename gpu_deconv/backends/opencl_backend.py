@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.fft
 
 from ._base import (
     NOISE_RATIO_LIMIT,
@@ -39,17 +38,28 @@ from ._opencl_devices import (
     pick_device,
     unusable_error,
 )
+from ._opencl_operators import (
+    DCTOperator,
+    FFTOperator,
+    PaddedDCTOperator,
+    SeparableOperator,
+    SpatialOperator,
+    fused_change_update,
+    fused_momentum_update,
+    i32,
+    optional_buffer,
+    pyvkfft_opencl,
+    shape3,
+    whole_args,
+)
 from ._planning import (
     CostModel,
     blur_plan,
     choose_method,
-    dct_gain,
-    embed_psf,
     fft_geometry,
     spectral_transform,
 )
 
-BOUNDARY_CODES = {"reflect": 0, "nearest": 1, "mirror": 2, "wrap": 3, "constant": 4}
 KERNEL_FILES = (
     "rl_ratio",
     "multiply",
@@ -131,138 +141,6 @@ def _kernel_source() -> str:
     return "\n".join(parts)
 
 
-def _shape3(values: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
-    """Per-axis values for 3D kernels: leading axes added with ``fill`` (1 for shapes)."""
-    return (fill,) * (3 - len(values)) + tuple(int(n) for n in values)  # type: ignore[return-value]
-
-
-def _i32(*values: int) -> list[np.int32]:
-    return [np.int32(v) for v in values]
-
-
-def _whole(array: Any) -> list[np.int32]:
-    """Crop arguments that read an unpadded array of ``array``'s shape as it is."""
-    _, n1, n2 = _shape3(array.shape)
-    return _i32(n1, n2, n1, n2, 0, 0, 0)
-
-
-def _optional(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
-    """Kernel arguments of an optional buffer: the buffer (or any valid one) and whether it is."""
-    return (stand_in if array is None else array).data, np.int32(array is not None)
-
-
-def _crop_ratio(be, crop, padded, observed, eps, out, background, offset, noise) -> Any:
-    """Run the padded operators' crop fused with ``ratio``: one pass instead of two."""
-    crop_args, crop_global = crop
-    be.launch(
-        "crop_ratio",
-        crop_global,
-        out.data,
-        padded.data,
-        observed.data,
-        *_optional(background, observed),
-        np.float32(offset),
-        np.float32(eps),
-        np.float32(noise),
-        np.float32(NOISE_RATIO_LIMIT),
-        *crop_args,
-    )
-    return out
-
-
-def _crop_update(be, crop, padded, point, weights, floor: float | None, out) -> Any:
-    """Run the crop fused with the update of ``point`` by the correction in ``padded``.
-
-    As ``multiply`` / ``weighted_update`` or, with a ``floor``, ``clamped_update``.
-    """
-    crop_args, crop_global = crop
-    be.launch(
-        "crop_update",
-        crop_global,
-        out.data,
-        padded.data,
-        point.data,
-        *_optional(weights, point),
-        np.int32(floor is not None),
-        np.float32(floor or 0.0),
-        *crop_args,
-    )
-    return out
-
-
-def _accelerated_update(
-    be, crop_args, padded, point, weights, floor, estimate, mode, aux, alpha=0.0, earlier=None
-) -> list[float]:
-    """Run ``accelerated_update_partial`` (reductions.cl) in ``mode``; return its two sums.
-
-    The correction is read out of ``padded`` at ``crop_args``.
-    """
-    # A GPU's items cover whole rows (reductions.cl): rows longer than the items are run as runs.
-    contiguous = bool(be._contiguous_shares) or int(crop_args[1]) > be._reduction_items
-    return be._reduce(
-        "accelerated_update_partial",
-        estimate,
-        aux,
-        point,
-        padded,
-        *_optional(weights, point),
-        np.float32(floor),
-        np.float32(alpha),
-        np.int32(mode),
-        (point if earlier is None else earlier).data,
-        *crop_args,
-        outputs=2,
-        contiguous=contiguous,
-    )
-
-
-def _momentum_update(be, crop_args, padded, point, weights, floor, estimate, alpha, out):
-    """``Backend.momentum_update``, the correction read out of ``padded`` at ``crop_args``."""
-    mode = 1 if alpha > 0 else 0  # 1: also write the next point
-    sums = _accelerated_update(
-        be, crop_args, padded, point, weights, floor, estimate, mode, out, alpha
-    )
-    return sums[0]
-
-
-def _change_update(be, crop_args, padded, point, weights, floor, out, change, earlier):
-    """``Backend.change_update``, the correction read out of ``padded`` at ``crop_args``."""
-    sums = _accelerated_update(
-        be, crop_args, padded, point, weights, floor, out, 2, change, 0.0, earlier
-    )
-    return sums[0], sums[1]
-
-
-class _FusedUpdates:
-    """The updates (plain and accelerated) with a padded operator's crop fused in.
-
-    The operator provides ``_correlated(y)``: the padded buffer holding ``correlate(y)`` and the
-    crop (kernel arguments, work size).
-    """
-
-    _be: OpenCLBackend
-    _correlated: Callable[[Any], tuple[Any, tuple[list[np.int32], tuple[int, int, int]]]]
-
-    def correlate_update(self, y, point, weights, floor: float | None, out):
-        """Update ``point`` by the correction ``correlate(y)`` (see :func:`_crop_update`)."""
-        padded, crop = self._correlated(y)
-        return _crop_update(self._be, crop, padded, point, weights, floor, out)
-
-    def correlate_momentum_update(self, y, point, weights, floor, estimate, alpha, out) -> float:
-        """``Backend.momentum_update`` by the correction ``correlate(y)``."""
-        padded, crop = self._correlated(y)
-        return _momentum_update(
-            self._be, crop[0], padded, point, weights, floor, estimate, alpha, out
-        )
-
-    def correlate_change_update(self, y, point, weights, floor, out, change, earlier):
-        """``Backend.change_update`` by the correction ``correlate(y)``."""
-        padded, crop = self._correlated(y)
-        return _change_update(
-            self._be, crop[0], padded, point, weights, floor, out, change, earlier
-        )
-
-
 class OpenCLBackend:
     """Backend on one OpenCL device, chosen as in :func:`pick_device`.
 
@@ -320,7 +198,7 @@ class OpenCLBackend:
         self.cost_model = load_costs(chosen, OPENCL_GPU_COSTS if is_gpu else OPENCL_CPU_COSTS)
         # On a CPU device the NumPy backend (priority 1) is faster: backend="auto" keeps it.
         self.auto_priority = 2 if is_gpu else 0
-        self.transforms: tuple[str, ...] = ("rfft", "dct1", "dct2") if _pyvkfft() else ()
+        self.transforms: tuple[str, ...] = ("rfft", "dct1", "dct2") if pyvkfft_opencl() else ()
         self._warned_no_fft = False
         try:
             program = cl.Program(self.context, _kernel_source()).build()
@@ -356,15 +234,15 @@ class OpenCLBackend:
             return self.copy(array)
         shape = tuple(s.stop - s.start for s in region)
         out = self.empty(shape, np.float32)
-        m0, m1, m2 = _shape3(array.shape)
-        b0, b1, b2 = _shape3(tuple(s.start for s in region), fill=0)
-        _, n1, n2 = _shape3(shape)
+        m0, m1, m2 = shape3(array.shape)
+        b0, b1, b2 = shape3(tuple(s.start for s in region), fill=0)
+        _, n1, n2 = shape3(shape)
         self.launch(
             "crop",
-            (n2, n1, _shape3(shape)[0]),
+            (n2, n1, shape3(shape)[0]),
             out.data,
             array.data,
-            *_i32(n1, n2, m1, m2, b0, b1, b2),
+            *i32(n1, n2, m1, m2, b0, b1, b2),
         )
         return out
 
@@ -398,7 +276,7 @@ class OpenCLBackend:
             out.data,
             observed.data,
             blurred.data,
-            *_optional(background, blurred),
+            *optional_buffer(background, blurred),
             np.float32(offset),
             np.float32(eps),
             np.float32(noise),
@@ -457,14 +335,14 @@ class OpenCLBackend:
 
         if self._guarded is None:
             self._guarded = cla.zeros(self.queue, (1,), np.int32)
-        nz, ny, nx = _shape3(estimate.shape)
+        nz, ny, nx = shape3(estimate.shape)
         self.launch(
             "tv_factor",
             (nx, ny, nz),
             out.data,
             estimate.data,
-            *_optional(weights, estimate),
-            *_i32(nz, ny, nx),
+            *optional_buffer(weights, estimate),
+            *i32(nz, ny, nx),
             *(np.float32(step) for step in spacing),
             np.float32(strength),
             np.float32(smoothing),
@@ -487,8 +365,8 @@ class OpenCLBackend:
             "discrepancy_partial",
             observed,
             blurred,
-            *_optional(mask, blurred),
-            *_optional(background, blurred),
+            *optional_buffer(mask, blurred),
+            *optional_buffer(background, blurred),
             np.float64(offset),
             np.float64(gain),
             np.float64(scale),
@@ -505,21 +383,23 @@ class OpenCLBackend:
             "holdout_partial",
             validation,
             blurred,
-            *_optional(mask, blurred),
-            *_optional(background, blurred),
+            *optional_buffer(mask, blurred),
+            *optional_buffer(background, blurred),
             np.float64(offset),
             np.float64(gain),
         )[0]
 
     def momentum_update(self, point, correction, weights, floor, estimate, alpha, out) -> float:
-        whole = _whole(estimate)  # the correction is unpadded
-        return _momentum_update(
+        whole = whole_args(estimate)  # the correction is unpadded
+        return fused_momentum_update(
             self, whole, correction, point, weights, floor, estimate, alpha, out
         )
 
     def change_update(self, point, correction, weights, floor, out, change, earlier):
-        whole = _whole(out)  # the correction is unpadded
-        return _change_update(self, whole, correction, point, weights, floor, out, change, earlier)
+        whole = whole_args(out)  # the correction is unpadded
+        return fused_change_update(
+            self, whole, correction, point, weights, floor, out, change, earlier
+        )
 
     def _reduce(
         self,
@@ -606,8 +486,8 @@ class OpenCLBackend:
         nonfinite, kept, total, lowest, highest, dim, above = self._reduce(
             "statistics_partial",
             x,
-            *_optional(mask, x),
-            *_optional(other, x),
+            *optional_buffer(mask, x),
+            *optional_buffer(other, x),
             np.float32(shift),
             np.float32(below),
             outputs=7,
@@ -703,15 +583,15 @@ class OpenCLBackend:
         self.check_memory(plan.memory)
         shape, psf, boundary = spec.shape, spec.psf, spec.boundary
         if plan.method == "spatial":
-            return _SpatialOperator(self, plan, psf, shape, boundary)
+            return SpatialOperator(self, plan, psf, shape, boundary)
         if plan.method == "separable":
             assert plan.profiles is not None  # choose_method guarantees it
-            return _SeparableOperator(self, plan, plan.profiles, shape, boundary)
+            return SeparableOperator(self, plan, plan.profiles, shape, boundary)
         if plan.transform == "dct2-padded":
-            return _PaddedDCTOperator(self, plan, psf, shape, boundary)
+            return PaddedDCTOperator(self, plan, psf, shape, boundary)
         if plan.transform != "rfft":
-            return _DCTOperator(self, plan, psf, shape, boundary)
-        return _FFTOperator(self, plan, psf, shape, boundary)
+            return DCTOperator(self, plan, psf, shape, boundary)
+        return FFTOperator(self, plan, psf, shape, boundary)
 
     def check_memory(self, need: MemoryNeed) -> None:
         """Raise :class:`InsufficientDeviceMemoryError` if ``need`` will not fit the device."""
@@ -734,7 +614,7 @@ class OpenCLBackend:
         key = (shape, tuple(sorted(options.items())))
         plan = self._fft_plans.pop(key, None)
         if plan is None:
-            plan = _pyvkfft().VkFFTApp(
+            plan = pyvkfft_opencl().VkFFTApp(
                 shape, np.float32, self.queue, inplace=True, norm=1, **options
             )
         self._fft_plans[key] = plan  # most recently used last
@@ -747,260 +627,3 @@ class OpenCLBackend:
         import pyopencl.array as cla
 
         return cla.to_device(self.queue, np.ascontiguousarray(array))
-
-
-def _pyvkfft() -> Any:
-    try:
-        import pyvkfft.opencl
-    except (ImportError, OSError):  # OSError: built without an OpenCL library to load
-        return None
-    return pyvkfft.opencl
-
-
-class _SpatialOperator:
-    method = "spatial"
-    inplace = False
-
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
-        self.plan = plan
-        self._be = backend
-        self._psf = backend.upload(psf.astype(np.float32))
-        self._args = _i32(*_shape3(shape), *_shape3(psf.shape))
-        self._mode = np.int32(BOUNDARY_CODES[boundary])
-        self._global = tuple(reversed(_shape3(shape)))
-
-    def _apply(self, x, out, sign: int):
-        self._be.launch(
-            "convolve_spatial",
-            self._global,
-            out.data,
-            x.data,
-            self._psf.data,
-            *self._args,
-            np.int32(sign),
-            self._mode,
-        )
-        return out
-
-    def convolve(self, x, out):
-        return self._apply(x, out, -1)
-
-    def correlate(self, x, out):
-        return self._apply(x, out, 1)
-
-
-class _SeparableOperator:
-    method = "separable"
-    inplace = False
-
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, profiles, shape, boundary: str):
-        self.plan = plan
-        self._be = backend
-        lead = 3 - len(shape)
-        self._passes = [
-            (backend.upload(p.astype(np.float32)), np.int32(len(p)), np.int32(axis + lead))
-            for axis, p in enumerate(profiles)
-        ]
-        self._dims = _i32(*_shape3(shape))
-        self._mode = np.int32(BOUNDARY_CODES[boundary])
-        self._global = tuple(reversed(_shape3(shape)))
-        self._scratch = [backend.empty(tuple(shape), np.float32) for _ in range(2)]
-
-    def _apply(self, x, out, sign: int):
-        source = x
-        last = len(self._passes) - 1
-        for i, (profile, length, axis) in enumerate(self._passes):
-            target = out if i == last else self._scratch[i % 2]
-            self._be.launch(
-                "convolve_separable",
-                self._global,
-                target.data,
-                source.data,
-                profile.data,
-                length,
-                *self._dims,
-                axis,
-                np.int32(sign),
-                self._mode,
-            )
-            source = target
-        return out
-
-    def convolve(self, x, out):
-        return self._apply(x, out, -1)
-
-    def correlate(self, x, out):
-        return self._apply(x, out, 1)
-
-
-class _DCTOperator:
-    """Symmetric PSF as an exact DCT: reflect/mirror on the image, nearest/constant padded.
-
-    ``"dct2-padded"`` pads the image with the mode's values into a contiguous buffer, runs the
-    DCT-II there and crops (:func:`~gpu_deconv.backends._planning.spectral_transform`).
-    """
-
-    method = "fft"
-    inplace = True
-
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
-        import pyopencl.array as cla
-
-        self.plan = plan
-        self._be = backend
-        self.transform = plan.transform
-        dct_type = 1 if plan.transform == "dct1" else 2
-        grid = tuple(shape)
-        self._buffer = None
-        if plan.transform == "dct2-padded":
-            geometry = fft_geometry(grid, psf.shape, boundary)
-            grid = geometry.padded_shape
-            self._buffer = cla.empty(backend.queue, grid, np.float32)
-            m0, m1, m2 = _shape3(grid)
-            n0, n1, n2 = _shape3(shape)
-            b0, b1, b2 = _shape3(geometry.pad_before, fill=0)
-            mode = BOUNDARY_CODES[boundary]
-            self._pad = (_i32(n0, n1, n2, m1, m2, b0, b1, b2, mode), (m2, m1, m0))
-            self._crop = (_i32(n1, n2, m1, m2, b0, b1, b2), (n2, n1, n0))
-        # Only axes the PSF blurs and the grid extends: VkFFT refuses length-1 axes, and there
-        # a symmetric PSF only scales (the gain has that axis' sum).
-        axes = tuple(a - len(grid) for a, n in enumerate(psf.shape) if n > 1 and grid[a] > 1)
-        gain = np.broadcast_to(dct_gain(psf, grid, dct_type, np.float32), grid)
-        self._gain = backend.upload(gain)
-        self._app = backend.fft_plan(grid, dct=dct_type, axes=axes) if axes else None
-
-    def _blur(self, x, out):
-        """Blur ``x``; return where the result is: the padded buffer, or ``out`` unpadded."""
-        be = self._be
-        if self._buffer is not None:
-            (pad_args, pad_global), work = self._pad, self._buffer
-            be.launch("pad_boundary", pad_global, work.data, x.data, *pad_args)
-        else:
-            if x is not out:
-                be.device_copy(x, out)
-            work = out
-        if self._app is not None:
-            self._app.fft(work)
-        be.multiply(work, self._gain, work)
-        if self._app is not None:
-            self._app.ifft(work)
-        return work
-
-    def convolve(self, x, out):
-        work = self._blur(x, out)
-        if self._buffer is not None:
-            crop_args, crop_global = self._crop
-            self._be.launch("crop", crop_global, out.data, work.data, *crop_args)
-        return out
-
-    # A symmetric PSF equals its flip, so the correlation is the same operator.
-    correlate = convolve
-
-
-class _PaddedDCTOperator(_FusedUpdates, _DCTOperator):
-    """``"dct2-padded"``, its crop fused into the ratio and the update.
-
-    (The unpadded DCT has no crop to fuse: the loop runs its plain ratio and update kernels.)
-    """
-
-    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0, noise=0.0):
-        """``ratio(observed, convolve(x), eps, out, background, offset, noise)``, crop fused."""
-        work = self._blur(x, out)
-        return _crop_ratio(
-            self._be, self._crop, work, observed, eps, out, background, offset, noise
-        )
-
-    def _correlated(self, y):
-        return self._blur(y, y), self._crop
-
-
-class _FFTOperator(_FusedUpdates):
-    """Padded in-place real FFT blur with a precomputed OTF.
-
-    Same-shape modes pad the input with its boundary extension and crop the result. With
-    ``"estimate"`` the padded domain is the work domain: ``convolve`` copies the estimate in
-    and crops the image out; ``correlate`` embeds the image in zeros and returns the domain.
-    """
-
-    method = "fft"
-    transform = "rfft"
-
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
-        import pyopencl.array as cla
-
-        self.plan = plan
-        self.inplace = plan.inplace
-        self._be = backend
-        geometry = fft_geometry(shape, psf.shape, boundary)
-        padded = geometry.padded_shape
-        row = 2 * (padded[-1] // 2 + 1)  # in-place R2C rows hold the half spectrum
-        buffer_shape = (*padded[:-1], row)
-        self._buffer = cla.empty(backend.queue, buffer_shape, np.float32)
-        self._spectrum = self._buffer.data  # the same memory, read as complex pairs
-        self._n_complex = math.prod(buffer_shape) // 2
-        # float32 in, complex64 out: no float64 copies of the padded volume on the host.
-        otf = scipy.fft.rfftn(embed_psf(psf, padded, np.float32), workers=-1)
-        self._otf = backend.upload(otf)
-        self._app = backend.fft_plan(
-            buffer_shape, r2c=True, r2c_odd=bool(padded[-1] % 2), ndim=len(padded)
-        )
-        image = (shape, geometry.pad_before)
-        whole = (padded, (0,) * len(padded))
-        if boundary == "estimate":
-            # convolve: the work domain in as it is, the image out; correlate: the reverse,
-            # the image embedded in zeros ("constant").
-            self._convolve = (*self._pad_crop(whole, 1, image, row, padded), 0)
-            self._correlate = (*self._pad_crop(image, 4, whole, row, padded), 1)
-        else:
-            mode = BOUNDARY_CODES[boundary]
-            self._convolve = (*self._pad_crop(image, mode, image, row, padded), 0)
-            self._correlate = (*self._pad_crop(image, mode, image, row, padded), 1)
-
-    @staticmethod
-    def _pad_crop(source, mode: int, target, row: int, padded):
-        """Kernel arguments: pad ``source`` (shape, offset) in, crop ``target`` (shape, offset)."""
-        m0, m1, m2 = _shape3(padded)
-        (n0, n1, n2), (b0, b1, b2) = _shape3(source[0]), _shape3(source[1], fill=0)
-        pad = (_i32(n0, n1, n2, m1, row, b0, b1, b2, mode), (m2, m1, m0))
-        (n0, n1, n2), (b0, b1, b2) = _shape3(target[0]), _shape3(target[1], fill=0)
-        crop = (_i32(n1, n2, m1, row, b0, b1, b2), (n2, n1, n0))
-        return pad, crop
-
-    def _transform(self, x, direction) -> None:
-        """Pad ``x`` into the buffer and leave ``H x`` (or ``H^T x``) there, uncropped."""
-        be = self._be
-        (pad_args, pad_global), _, conjugate = direction
-        be.launch("pad_boundary", pad_global, self._buffer.data, x.data, *pad_args)
-        self._app.fft(self._buffer)
-        be.launch(
-            "complex_multiply",
-            (self._n_complex,),
-            self._spectrum,
-            self._otf.data,
-            np.int32(conjugate),
-        )
-        self._app.ifft(self._buffer)
-
-    def _apply(self, x, out, direction):
-        self._transform(x, direction)
-        crop_args, crop_global = direction[1]
-        self._be.launch("crop", crop_global, out.data, self._buffer.data, *crop_args)
-        return out
-
-    def convolve(self, x, out):
-        return self._apply(x, out, self._convolve)
-
-    def convolve_ratio(self, x, observed, eps: float, out, background=None, offset=0.0, noise=0.0):
-        """``ratio(observed, convolve(x), eps, out, background, offset, noise)``, crop fused."""
-        self._transform(x, self._convolve)
-        crop = self._convolve[1]
-        return _crop_ratio(
-            self._be, crop, self._buffer, observed, eps, out, background, offset, noise
-        )
-
-    def _correlated(self, y):
-        self._transform(y, self._correlate)
-        return self._buffer, self._correlate[1]
-
-    def correlate(self, x, out):
-        return self._apply(x, out, self._correlate)
