@@ -80,6 +80,12 @@ def add_parsers(sub: Any, tile_shape: Any, int_list: Any, size: Any) -> None:
         parser.add_argument("--overlap", type=int_list, default=None, metavar="N[,N,N]")
         parser.add_argument("--max-memory", type=size, default=None, metavar="SIZE")
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        parser.add_argument(
+            "--allow-missing-chunks",
+            action="store_true",
+            help="zarr inputs: read chunks absent from the store as the fill value (default: "
+            "refused, as an incomplete copy would be)",
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -100,14 +106,14 @@ def run(args: argparse.Namespace) -> None:
     )
 
     check_output_path(args.output, args.overwrite, inputs={"image": args.image, "psf": args.psf})
-    psf = read_image(args.psf).data
+    psf = read_image(args.psf, args.allow_missing_chunks).data
     weights, options = _weights(args), _options(args)
     if is_zarr(args.image) or is_zarr(args.output):
         if args.command == "wiener" and args.noise_variance is not None:
             raise ValueError("--noise-variance needs the whole image: use TIFF input and output")
         chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
-        lazy = getattr(gdd, args.command)(open_lazy(args.image), psf, chunks=chunks, **weights,
-                                          **options)  # fmt: skip
+        image = open_lazy(args.image, allow_missing_chunks=args.allow_missing_chunks)
+        lazy = getattr(gdd, args.command)(image, psf, chunks=chunks, **weights, **options)
         if is_zarr(args.output):
             write_zarr(args.output, lazy.astype(args.output_dtype), args.overwrite,
                        compute=lambda task: _compute(LOCAL, task))  # fmt: skip

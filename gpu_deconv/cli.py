@@ -268,6 +268,13 @@ def _parser() -> _Parser:
         "(0: saturated, dead, missing; default: all observed)",
     )
     run.add_argument(
+        "--allow-missing-chunks",
+        action="store_true",
+        help="zarr inputs: read chunks absent from the store as the fill value (zarr leaves "
+        "out chunks holding only it when written with write_empty_chunks=False); by "
+        "default a missing chunk is refused, as an incomplete copy would be",
+    )
+    run.add_argument(
         "--init",
         type=_init,
         default=None,
@@ -464,11 +471,12 @@ def _run(args: argparse.Namespace) -> None:
     inputs = _inputs(args)
     for path in _distinct([p for p, _ in outputs] + ([args.info] if args.info else [])):
         check_output_path(path, args.overwrite, inputs=inputs)  # before minutes of work
+    missing = args.allow_missing_chunks
     image = read_tiff(args.image)
-    psf = read_image(args.psf)
+    psf = read_image(args.psf, missing)
     size = image.data.size * np.dtype(args.output_dtype).itemsize
     check_free_space(args.output.parent, len(outputs) * size)
-    mask = None if args.mask is None else read_image(args.mask).data != 0
+    mask = None if args.mask is None else read_image(args.mask, missing).data != 0
     camera = _Camera(args)
     result = richardson_lucy(
         camera.photons(image.data),
@@ -479,7 +487,9 @@ def _run(args: argparse.Namespace) -> None:
         tile_shape=args.tile_shape,
         mask=mask,
         return_info=True,
-        **_model_options(args, camera, lambda path: read_image(path).data, image.voxel_size),
+        **_model_options(
+            args, camera, lambda path: read_image(path, missing).data, image.voxel_size
+        ),
         **_options(args),
     )
     estimates, info = result
@@ -626,14 +636,14 @@ def _run_stack(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} is not available for channels and time series")
     if args.offset != 0 or args.gain != 1:
         raise ValueError("--offset and --gain are not available for channels and time series")
-    stack = read_stack(args.image, args.axes)
+    stack = read_stack(args.image, args.axes, args.allow_missing_chunks)
     axes = check_axes(stack.axes, stack.data.ndim, colours=args.colours)
     channels = channel_count(stack.data.shape, axes)
     if len(args.psf) not in (1, channels):
         raise ValueError(
             f"give one --psf for all channels or one per channel ({channels}), got {len(args.psf)}"
         )
-    psfs = [read_image(p).data for p in args.psf]
+    psfs = [read_image(p, args.allow_missing_chunks).data for p in args.psf]
     inputs = {"image": args.image, **{f"psf {i + 1}": p for i, p in enumerate(args.psf)}}
     check_output_path(args.output, args.overwrite, inputs=inputs)
     options = _options(args)
@@ -745,21 +755,24 @@ def _run_lazy(args: argparse.Namespace) -> None:
         raise ValueError("zarr outputs are float32 or float64 (--output-dtype)")
     for path in _distinct([args.output] + ([args.info] if args.info else [])):
         check_output_path(path, args.overwrite, inputs=_inputs(args))  # before the work
-    image = open_lazy(args.image)
+    missing = args.allow_missing_chunks
+    image = open_lazy(args.image, allow_missing_chunks=missing)
     if not zarr_out:  # TIFFs are written uncompressed: their size is known now
         check_free_space(args.output.parent, image.size * np.dtype(args.output_dtype).itemsize)
     chunks = None if args.tile_shape in (None, "auto") else tuple(args.tile_shape)
-    mask = None if args.mask is None else open_lazy(args.mask) != 0
+    mask = None if args.mask is None else open_lazy(args.mask, allow_missing_chunks=missing) != 0
     camera = _Camera(args)
     voxel = read_tiff_voxel_size(args.image) if not is_zarr(args.image) else None
     result, info = gdd.richardson_lucy(
         camera.photons(image),
-        read_image(args.psf).data,
+        read_image(args.psf, missing).data,
         args.iterations,
         chunks=chunks,
         mask=mask,
         return_info=True,
-        **_model_options(args, camera, open_lazy, voxel),
+        **_model_options(
+            args, camera, lambda path: open_lazy(path, allow_missing_chunks=missing), voxel
+        ),
         **_options(args),
     )
     if args.info is not None:  # -n auto: the central chunk's records

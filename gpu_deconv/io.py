@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from ._reading import CheckedZarr, check_chunks, reading, tiff_voxel_size
+
 OUTPUT_DTYPES = ("float32", "float64", "uint16", "uint8")
 
 
@@ -72,7 +74,8 @@ class TiffImage:
     data : ndarray
         Pixel data with the file's own axes (see :func:`read_tiff`).
     voxel_size : tuple of float or None
-        Voxel size per axis (z, y, x or y, x) in the file's unit, when the file records it.
+        Voxel size per axis (z, y, x or y, x) in micrometres, when the file records it (in
+        any length unit its format allows: nm, µm, mm, ...; see :func:`read_tiff`).
     """
 
     data: np.ndarray
@@ -80,12 +83,17 @@ class TiffImage:
 
 
 def read_tiff(path: str | os.PathLike) -> TiffImage:
-    """Read a 1D, 2D or 3D TIFF (ImageJ hyperstacks included) with its voxel size.
+    r"""Read a 1D, 2D or 3D TIFF (ImageJ hyperstacks included) with its voxel size.
 
     The array keeps the shape the file declares: a ``(1, 9, 9)`` PSF stays 3D and a
     ``(1, N)`` image 2D (ImageJ files declare only their axes longer than one, as ImageJ
     itself reads them). Only length-1 axes in front of the last three are dropped, so that
     a single-channel or single-time-point hyperstack reads as its Z, Y, X volume.
+
+    The voxel size is converted to micrometres from the unit the file records: OME-TIFF's
+    ``PhysicalSize*Unit``, ImageJ's ``unit`` (``micron``, ``um``, ``\u00B5m``, ``nm``,
+    ``mm``, ``cm``, ``m``, ``inch``, ...; ``pixel``: no size), else the ``ResolutionUnit``
+    tag (centimetre; none or inch: pixels per micrometre, as gpu_deconv writes them).
 
     Parameters
     ----------
@@ -104,21 +112,28 @@ def read_tiff(path: str | os.PathLike) -> TiffImage:
     IsADirectoryError
         If ``path`` is a directory (a zarr array: use :func:`read_image`).
     ValueError
-        If the file is not a readable TIFF.
+        If the file is not a readable TIFF: not a TIFF, damaged or truncated (a strip that
+        does not decompress, a page tifffile cannot find; tifffile's complaints are the
+        message, never printed), or its voxel size is in an unknown unit.
     """
     path = _existing_file(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            data = tif.series[0].asarray()
-            data = data.reshape(tiff_shape(tif))
-            voxel = _voxel_size(tif, tif.pages[0], data.ndim)
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
+    with reading(path), tifffile.TiffFile(path) as tif:
+        data = tif.series[0].asarray()
+        data = data.reshape(tiff_shape(tif))
+        voxel = tiff_voxel_size(tif, data.ndim, path)
     return TiffImage(data, voxel)
 
 
-def read_image(path: str | os.PathLike) -> TiffImage:
+def read_image(path: str | os.PathLike, allow_missing_chunks: bool = False) -> TiffImage:
     """Read a TIFF file (:func:`read_tiff`) or a whole zarr array into memory.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        TIFF file or zarr array directory.
+    allow_missing_chunks : bool, optional
+        Read the chunks a zarr array's store lacks as its fill value (see
+        :func:`open_lazy`); by default they are refused.
 
     Raises
     ------
@@ -127,12 +142,14 @@ def read_image(path: str | os.PathLike) -> TiffImage:
     IsADirectoryError
         If ``path`` is a directory but not a zarr array.
     ValueError
-        If the file is not a readable TIFF or zarr array, or zarr/dask are not installed.
+        If the file is not a readable TIFF or zarr array (damaged, chunks missing), or
+        zarr/dask are not installed.
     """
     path = Path(path)
     if path.is_dir() and is_zarr(path):
         try:
-            return TiffImage(np.asarray(open_lazy(path).compute()), None)
+            lazy = open_lazy(path, allow_missing_chunks=allow_missing_chunks)
+            return TiffImage(np.asarray(lazy.compute()), None)
         except ImportError as exc:
             raise ValueError(
                 f"reading the zarr array {path} needs dask and zarr: pip install 'gpu_deconv[dask]'"
@@ -158,24 +175,6 @@ def tiff_shape(tif: tifffile.TiffFile) -> tuple[int, ...]:
         lead.remove(1)
         shape = (*lead, *shape[-3:])
     return shape
-
-
-def _voxel_size(tif, page, ndim: int) -> tuple[float, ...] | None:
-    def resolution(tag: str) -> float | None:
-        value = page.tags.get(tag)
-        if value is None:
-            return None
-        num, den = value.value
-        return den / num if num else None
-
-    x, y = resolution("XResolution"), resolution("YResolution")
-    if x is None or y is None or (x == 1.0 and y == 1.0) or ndim < 2:
-        return None
-    if ndim == 2:
-        return (y, x)
-    shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-    z = (tif.imagej_metadata or shaped or {}).get("spacing")
-    return (float(z) if z else 1.0, y, x)
 
 
 def check_output_path(
@@ -423,10 +422,13 @@ def _is_zarr_store(path: Path) -> bool:
     return any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
+def open_lazy(
+    path: str | os.PathLike, chunks: Any = None, allow_missing_chunks: bool = False
+) -> Any:
     """Open a zarr array or a TIFF as a lazy dask array (nothing is read yet).
 
-    A zarr array keeps its shape; a TIFF gets the shape :func:`read_tiff` gives it.
+    A zarr array keeps its shape; a TIFF gets the shape :func:`read_tiff` gives it. A chunk
+    or plane that turns out damaged when read raises ``ValueError`` naming the file.
 
     Parameters
     ----------
@@ -436,6 +438,11 @@ def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
     chunks : optional
         Rechunk to these chunks; by default zarr chunks are kept and TIFF planes are grouped
         into chunks of about 64 MiB.
+    allow_missing_chunks : bool, optional
+        Read the chunks a zarr array's store lacks as its fill value, by default False: they
+        are refused, as an incomplete copy or write would be read as zeros. zarr leaves out
+        chunks that hold only the fill value when written with ``write_empty_chunks=False``
+        (zarr-python 3's default): such stores need True.
 
     Returns
     -------
@@ -446,20 +453,35 @@ def open_lazy(path: str | os.PathLike, chunks: Any = None) -> Any:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If it is neither a zarr array nor a readable TIFF.
+        If it is neither a zarr array nor a readable TIFF, or chunks of a zarr array are
+        missing (see ``allow_missing_chunks``).
     """
-    import dask.array as da
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
     if path.is_dir() and not is_zarr(path):
         raise IsADirectoryError(f"{path} is a directory, but not a zarr array")
-    try:
-        array = da.from_zarr(str(path)) if path.is_dir() else _lazy_tiff(path)
-    except (tifffile.TiffFileError, ValueError, OSError, KeyError) as exc:
-        raise ValueError(f"{path} is neither a zarr array nor a readable TIFF ({exc})") from exc
+    if path.is_dir():
+        array = _lazy_zarr(path, allow_missing_chunks)
+    else:
+        with reading(path):
+            array = _lazy_tiff(path)
     return array if chunks is None else array.rechunk(chunks)
+
+
+def _lazy_zarr(path: Path, allow_missing_chunks: bool) -> Any:
+    import dask.array as da
+    import zarr
+    from dask.base import tokenize
+
+    try:
+        stored = zarr.open_array(str(path), mode="r")
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"{path} is neither a zarr array nor a readable TIFF ({reason})") from exc
+    check_chunks(stored, path, allow_missing_chunks)
+    name = "from-zarr-" + tokenize(stored, str(path))
+    return da.from_array(CheckedZarr(stored, path), chunks=stored.chunks, name=name)
 
 
 TIFF_CHUNK_BYTES = 64 * 2**20
@@ -469,7 +491,7 @@ def _lazy_tiff(path: Path) -> Any:
     import dask
     import dask.array as da
 
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(path) as tif:  # inside reading(path)
         series = tif.series[0]
         shape, dtype, pages = tiff_shape(tif), series.dtype, len(series.pages)
     if len(shape) < 3 or shape[0] != pages:  # one plane, or a layout not one page per plane
@@ -489,21 +511,20 @@ def _lazy_tiff(path: Path) -> Any:
 
 
 def _read_whole(path: str, shape: tuple[int, ...]) -> np.ndarray:
-    return tifffile.imread(path).reshape(shape)
+    with reading(path):
+        return tifffile.imread(path).reshape(shape)
 
 
 def _read_planes(path: str, start: int, stop: int) -> np.ndarray:
-    planes = tifffile.imread(path, key=range(start, stop))
+    with reading(path):
+        planes = tifffile.imread(path, key=range(start, stop))
     return planes.reshape(stop - start, *planes.shape[-2:]) if planes.ndim >= 2 else planes
 
 
 def read_tiff_voxel_size(path: str | os.PathLike) -> tuple[float, ...] | None:
     """Return the voxel size a TIFF records (as :func:`read_tiff` does), reading no pixels."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return _voxel_size(tif, tif.pages[0], len(tiff_shape(tif)))
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
+    with reading(path), tifffile.TiffFile(path) as tif:
+        return tiff_voxel_size(tif, len(tiff_shape(tif)), path)
 
 
 def write_zarr(

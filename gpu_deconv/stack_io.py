@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .io import _temporary, _voxel_size, check_output_path, replace_directory
+from ._reading import CheckedZarr, check_chunks, reading, tiff_voxel_size, zarr_spacing
+from .io import _temporary, check_output_path, replace_directory
 from .stack import SPATIAL
 
 IMAGEJ_ORDER = "TZCYXS"
 OME_ORDER = "TCZYXS"
-UNIT_SCALE = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6}
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,19 @@ def file_axes(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_dir():
         return _ome_zarr_meta(path)[1]
-    with tifffile.TiffFile(path) as tif:
+    with reading(path), tifffile.TiffFile(path) as tif:
         return _tiff_axes(tif.series[0])
 
 
-def read_stack(path: str | os.PathLike, axes: str | None = None) -> Stack:
+def read_stack(
+    path: str | os.PathLike, axes: str | None = None, allow_missing_chunks: bool = False
+) -> Stack:
     """Read a stack with its axes and voxel size, memory-mapped where the file allows.
+
+    Voxel sizes are converted to micrometres from the unit the file records (see
+    :func:`gpu_deconv.io.read_tiff`; OME-Zarr: each spatial axis's ``unit``, ``nanometer``,
+    ``micrometer``, ``millimeter``, ...). A damaged file is refused with a ``ValueError``
+    naming it, at once (a TIFF) or when the damaged volume is read (an OME-Zarr).
 
     Parameters
     ----------
@@ -84,6 +91,9 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> Stack:
     axes : str, optional
         The axes, overriding what the file declares (needed for plain TIFFs of more than 3
         axes, whose axes tifffile calls ``Q``/``I``).
+    allow_missing_chunks : bool, optional
+        Read the chunks an OME-Zarr's store lacks as the fill value instead of refusing
+        them (see :func:`gpu_deconv.io.open_lazy`).
 
     Returns
     -------
@@ -94,19 +104,22 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> Stack:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If it is not a readable TIFF or OME-Zarr, or ``axes`` does not fit.
+        If it is not a readable TIFF or OME-Zarr (damaged, truncated, chunks missing), its
+        voxel size is in an unknown unit, or ``axes`` does not fit.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.is_dir():
         array, declared, spacing, parameters = _ome_zarr_meta(path)
-        return Stack(array, _override(declared, axes), spacing, None, parameters)
-    try:
+        check_chunks(array, path, allow_missing_chunks)
+        checked = CheckedZarr(array, path)
+        return Stack(checked, _override(declared, axes), spacing, None, parameters)
+    with reading(path):
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             declared = _tiff_axes(series)
-            spacing, names = _tiff_spacing(tif, declared)
+            spacing, names = _tiff_spacing(tif, declared, path)
             parameters = _tiff_parameters(tif)
         data: Any
         try:
@@ -114,8 +127,6 @@ def read_stack(path: str | os.PathLike, axes: str | None = None) -> Stack:
         except ValueError:  # compressed or not contiguous: read it whole
             data = tifffile.imread(path)
         data = data.reshape(series.shape)
-    except (tifffile.TiffFileError, OSError) as exc:
-        raise ValueError(f"{path} is not a readable TIFF file ({exc})") from exc
     return Stack(data, _override(declared, axes), spacing, names, parameters)
 
 
@@ -135,8 +146,11 @@ def _tiff_axes(series) -> str:
     return axes
 
 
-def _tiff_spacing(tif, axes: str) -> tuple[tuple[float, ...] | None, tuple[str, ...] | None]:
+def _tiff_spacing(
+    tif, axes: str, path: Path
+) -> tuple[tuple[float, ...] | None, tuple[str, ...] | None]:
     spatial = "".join(a for a in axes if a in SPATIAL)
+    spacing = tiff_voxel_size(tif, len(spatial), path)  # in micrometres, from any unit
     if tif.is_ome and tif.ome_metadata:
         root = ET.fromstring(tif.ome_metadata)
         pixels = next(e for e in root.iter() if e.tag.endswith("Pixels"))
@@ -144,15 +158,8 @@ def _tiff_spacing(tif, axes: str) -> tuple[tuple[float, ...] | None, tuple[str, 
             e.get("Name", f"C{i}")
             for i, e in enumerate(c for c in pixels if c.tag.endswith("Channel"))
         )
-        sizes = []
-        for a in spatial:
-            size = pixels.get(f"PhysicalSize{a}")
-            unit = pixels.get(f"PhysicalSize{a}Unit", "µm")
-            sizes.append(None if size is None else float(size) * UNIT_SCALE.get(unit, 1.0))
-        spacing = None if any(s is None for s in sizes[-2:]) else tuple(s or 1.0 for s in sizes)
         return spacing, (names or None)
-    voxel = _voxel_size(tif, tif.pages[0], len(spatial))
-    return voxel, None
+    return spacing, None
 
 
 def _tiff_parameters(tif) -> dict | None:
@@ -180,20 +187,34 @@ def _ome_zarr_meta(path: Path):
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs: Any = dict(group.attrs)
-        multiscale = attrs["multiscales"][0]
-    except (KeyError, ValueError, OSError, TypeError) as exc:
-        raise ValueError(f"{path} is not an OME-Zarr image ({exc})") from exc
-    axes = "".join(a["name"] for a in multiscale["axes"]).upper()
-    level = multiscale["datasets"][0]
-    scale = next(
-        (t["scale"] for t in level.get("coordinateTransformations", []) if t["type"] == "scale"),
-        None,
-    )
-    spacing = None
-    if scale is not None:
-        spacing = tuple(float(s) for s, a in zip(scale, axes) if a in SPATIAL)
-    parameters = dict(group.attrs).get("gpu_deconv")
-    return group[str(level["path"])], axes, spacing, parameters
+        multiscale = attrs.get("ome", attrs)["multiscales"][0]  # NGFF 0.5 nests under "ome"
+        # NGFF 0.4 names axes in dicts, 0.3 in strings, 0.1-0.2 always have T, C, Z, Y, X
+        declared = multiscale.get("axes", list("tczyx"))
+        named = [{"name": a} if isinstance(a, str) else dict(a) for a in declared]
+        axes = "".join(str(a["name"]) for a in named).upper()
+        level = multiscale["datasets"][0]
+        scale = _scale(level, len(axes))
+        if scale is not None:
+            overall = _scale(multiscale, len(axes))  # a scale applied to every level
+            scale = scale if overall is None else [s * o for s, o in zip(scale, overall)]
+        array = group[str(level["path"])]
+    except (KeyError, ValueError, OSError, TypeError, IndexError) as exc:
+        raise ValueError(f"{path} is not an OME-Zarr image ({exc!r})") from exc
+    spatial = "".join(a for a in axes if a in SPATIAL)
+    spacing = None if scale is None else zarr_spacing(named, scale, path, spatial)
+    parameters = attrs.get("gpu_deconv")
+    return array, axes, spacing, parameters
+
+
+def _scale(node: dict, ndim: int) -> list[float] | None:
+    """Return the ``scale`` of a dataset's (or multiscale's) ``coordinateTransformations``."""
+    for transformation in node.get("coordinateTransformations", []):
+        if transformation["type"] == "scale":
+            scale = [float(s) for s in transformation["scale"]]
+            if len(scale) != ndim:
+                raise ValueError(f"a scale of {len(scale)} values for {ndim} axes")
+            return scale
+    return None
 
 
 @contextmanager

@@ -120,17 +120,25 @@ def test_run_progress_bar_on_stderr(files, tmp_path):
             "output directory does not exist",
         ),
         (["{image}", "--psf", "{psf}", "-o", "{tmp}/a.tif", "-n", "-3"], "iterations must be >= 0"),
+        # tifffile logs 4 lines about it on stderr, then read the first plane as the image
+        (
+            ["{cut}", "--psf", "{psf}", "-o", "{tmp}/a.tif"],
+            "cut.tif is not a readable TIFF file (damaged or truncated: tifffile reports",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(files, tmp_path, args, message):
     image, psf = files
+    cut = tmp_path / "cut.tif"
+    tifffile.imwrite(cut, np.ones((4, 25, 25), np.float32), imagej=True)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     notiff = tmp_path / "fake.tif"
     notiff.write_text("not an image")
     psf3d = tmp_path / "psf3d.tif"
     tifffile.imwrite(psf3d, np.ones((3, 3, 3), np.float32), photometric="minisblack")
     nan = tmp_path / "nan.tif"
     tifffile.imwrite(nan, np.full((8, 8), np.nan, np.float32))
-    names = dict(image=image, psf=psf, tmp=tmp_path, notiff=notiff, psf3d=psf3d, nan=nan)
+    names = dict(image=image, psf=psf, tmp=tmp_path, notiff=notiff, psf3d=psf3d, nan=nan, cut=cut)
     before = image.read_bytes()
     result = cli("run", *[a.format(**names) for a in args])
     assert result.returncode == 2
@@ -162,6 +170,121 @@ def test_read_3d_voxel_size_round_trip(tmp_path):
     back = read_tiff(path)
     np.testing.assert_array_equal(back.data, data)
     assert back.voxel_size == pytest.approx((0.5, 0.1, 0.2), rel=1e-6)
+
+
+# ---- voxel sizes in micrometres, whatever unit the file records (issue 23, item 3) ----------
+
+# (ImageJ unit, Z spacing and pixel size in that unit, (z, y, x) in micrometres; None: no size)
+IMAGEJ_UNITS = [
+    ("nm", 200.0, 100.0, (0.2, 0.1, 0.1)),  # was read as 100 um pixels
+    ("mm", 2e-4, 1e-4, (0.2, 0.1, 0.1)),  # was kept in mm
+    ("cm", 2e-5, 1e-5, (0.2, 0.1, 0.1)),
+    ("m", 2e-7, 1e-7, (0.2, 0.1, 0.1)),
+    ("um", 0.2, 0.1, (0.2, 0.1, 0.1)),
+    ("micron", 0.2, 0.1, (0.2, 0.1, 0.1)),
+    ("micron", 1.0, 1.0, (1.0, 1.0, 1.0)),  # 1 pixel per unit: a size where a unit is named
+    ("\\u00B5m", 0.2, 0.1, (0.2, 0.1, 0.1)),  # as ImageJ writes it: a literal \u00B5m
+    ("NM", 200.0, 100.0, (0.2, 0.1, 0.1)),  # ImageJ compares units in lower case
+    ("inch", 2e-4 / 25.4, 1e-4 / 25.4, (0.2, 0.1, 0.1)),
+    ("pixel", 2.0, 1.0, None),  # ImageJ's "uncalibrated"
+]
+
+
+def imagej_file(path, unit, spacing, size, **extra):
+    metadata = {"axes": "ZYX", "unit": unit, "spacing": spacing, **extra}
+    data = np.ones((3, 8, 8), np.float32)
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / size, 1 / size), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize(
+    "unit, spacing, size, expected", IMAGEJ_UNITS, ids=[f"{u[0]}-{u[2]}" for u in IMAGEJ_UNITS]
+)
+def test_imagej_voxel_sizes_are_read_in_micrometres(tmp_path, unit, spacing, size, expected):
+    from gpu_deconv.io import open_lazy, read_tiff_voxel_size
+    from gpu_deconv.stack_io import read_stack
+
+    path = imagej_file(tmp_path / "u.tif", unit, spacing, size)
+    for voxel in (read_tiff(path).voxel_size, read_tiff_voxel_size(path), read_stack(path).spacing):
+        assert voxel == (None if expected is None else pytest.approx(expected, rel=1e-6))
+    assert open_lazy(path).shape == (3, 8, 8)
+
+
+# (how the file records its voxel size, (z, y, x) in micrometres; a str: the error's words)
+OTHER_UNITS = [
+    ("ImageJ yunit, zunit", dict(unit="um", yunit="nm", zunit="mm"), (1.0, 1e-4, 0.1)),
+    ("OME nm", dict(ome="nm", size=100.0), (0.2, 0.1, 0.1)),
+    ("OME Å", dict(ome="Å", size=1000.0), (0.2, 0.1, 0.1)),
+    ("OME mm", dict(ome="mm", size=1e-4), (0.2, 0.1, 0.1)),
+    ("OME default (um)", dict(ome=None, size=0.1), (0.2, 0.1, 0.1)),
+    ("OME reference frame", dict(ome="reference frame", size=1.0), None),
+    ("ResolutionUnit cm", dict(resolutionunit="CENTIMETER"), (1.0, 0.1, 0.1)),
+    ("ResolutionUnit none", dict(resolutionunit="NONE"), (1.0, 1e-5, 1e-5)),
+    ("ImageJ furlong", dict(unit="furlong"), "u.tif: unknown length unit 'furlong' (ImageJ unit)"),
+    ("ImageJ zunit sec", dict(unit="um", zunit="sec"), "unknown length unit 'sec' (ImageJ zunit)"),
+    ("OME furlong", dict(ome="furlong", size=1.0), "unit 'furlong' (OME PhysicalSizeXUnit)"),
+]
+
+
+def unit_file(path, how):
+    data = np.ones((3, 8, 8), np.float32)
+    if "ome" in how:  # an .ome.tif name: OME-TIFF
+        metadata: dict = {"axes": "ZYX"}
+        for axis, size in {"X": how["size"], "Y": how["size"], "Z": 2 * how["size"]}.items():
+            metadata[f"PhysicalSize{axis}"] = size
+            if how["ome"] is not None:
+                metadata[f"PhysicalSize{axis}Unit"] = how["ome"]
+        tifffile.imwrite(path, data, metadata=metadata)
+    elif "resolutionunit" in how:  # 1e5 pixels per unit
+        unit = how["resolutionunit"]
+        kwargs = dict(resolution=(1e5, 1e5), resolutionunit=unit, photometric="minisblack")
+        tifffile.imwrite(path, data, **kwargs)
+    else:  # ImageJ: 10 pixels per unit, planes 0.001 zunit apart
+        metadata = {"axes": "ZYX", "spacing": 0.001, **how}
+        tifffile.imwrite(path, data, imagej=True, resolution=(10, 10), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize(
+    "how, expected", [c[1:] for c in OTHER_UNITS], ids=[c[0] for c in OTHER_UNITS]
+)
+def test_ome_and_tiff_units_are_read_in_micrometres(tmp_path, capsys, how, expected):
+    from gpu_deconv.cli import main
+    from gpu_deconv.stack_io import read_stack
+
+    name = "u.ome.tif" if "ome" in how else "u.tif"
+    path = unit_file(tmp_path / name, how)
+    if isinstance(expected, str):
+        for read in (read_tiff, read_stack):
+            with pytest.raises(ValueError, match=re.escape(expected)):
+                read(path)
+        write_tiff(tmp_path / "psf.tif", gaussian_psf((3, 5, 5), 1.0).astype(np.float32))
+        argv = ["run", path, "--psf", tmp_path / "psf.tif", "-n", 1, "-o", tmp_path / "o.tif"]
+        assert main([str(a) for a in argv]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and str(path.parent) in lines[0], lines
+        assert not (tmp_path / "o.tif").exists()
+        return
+    for voxel in (read_tiff(path).voxel_size, read_stack(path).spacing):
+        assert voxel == (None if expected is None else pytest.approx(expected, rel=1e-6))
+
+
+def test_cli_writes_micrometres_from_a_nanometre_input(tmp_path, capsys):
+    from gpu_deconv.cli import main
+
+    image = tmp_path / "nm.tif"
+    tifffile.imwrite(
+        image,
+        (np.random.default_rng(0).random((4, 16, 16)) + 1).astype(np.float32),
+        imagej=True,
+        resolution=(1 / 65, 1 / 65),
+        metadata={"axes": "ZYX", "unit": "nm", "spacing": 200},
+    )
+    write_tiff(tmp_path / "psf.tif", gaussian_psf((3, 5, 5), 1.0).astype(np.float32))
+    for out, extra in (("o.tif", []), ("lazy.tif", ["--scheduler", "sync"])):
+        argv = ["run", image, "--psf", tmp_path / "psf.tif", "-n", 2, "-q", "-o", tmp_path / out]
+        assert main([str(a) for a in argv + extra]) == 0, capsys.readouterr().err
+        assert read_tiff(tmp_path / out).voxel_size == pytest.approx((0.2, 0.065, 0.065), rel=1e-6)
 
 
 def test_demo_writes_figures_and_tables(tmp_path):

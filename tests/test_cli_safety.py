@@ -8,6 +8,7 @@ kept; outputs follow the umask; SIGTERM and Ctrl-C clean up and end with one lin
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -375,3 +376,213 @@ def test_signal_during_the_write_cleans_up(files, sig, code, message):
     assert process.returncode == code
     assert err.strip().splitlines() == [message]
     assert not leftovers(tmp, before)  # no hidden .o.tif.XXXX.tmp, no partial set
+
+
+# ---- damaged inputs: one line naming the file and what is wrong, exit 2 (issue 23, item 8) ----
+
+VOLUME = (blob_image((4, 24, 24), seed=2) * 100 + 1).astype(np.float32)
+PSF3 = make_psf((3, 5, 5), "gaussian").astype(np.float32)
+
+
+def _cut(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def _chunk_files(store: Path) -> list[Path]:
+    """A zarr store's chunk files in order (v2 ``1.0.0``, v3 ``c/1/0/0``, OME-Zarr ``0/...``)."""
+    metadata = {".zarray", ".zattrs", ".zgroup", "zarr.json"}
+    return sorted(p for p in store.rglob("*") if p.is_file() and p.name not in metadata)
+
+
+def _everything(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")}
+
+
+def zlib_strip_overwritten(tmp: Path) -> Path:
+    path = tmp / "zlib.tif"
+    tifffile.imwrite(path, IMAGE, compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        start, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[start + 2 : start + count] = bytes(b ^ 0x5A for b in data[start + 2 : start + count])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def imagej_stack_cut_short(tmp: Path) -> Path:
+    tifffile.imwrite(tmp / "cut.tif", VOLUME, imagej=True, metadata={"axes": "ZYX"})
+    return _cut(tmp / "cut.tif")  # was read as its first plane: a 2D image
+
+
+def first_page_beyond_the_end(tmp: Path) -> Path:
+    tifffile.imwrite(tmp / "ifd.tif", IMAGE)
+    data = bytearray((tmp / "ifd.tif").read_bytes())
+    data[4:8] = (10**6).to_bytes(4, "little")  # the offset of the first page
+    (tmp / "ifd.tif").write_bytes(bytes(data))
+    return tmp / "ifd.tif"
+
+
+def zlib_stack_cut_short(tmp: Path) -> Path:
+    tifffile.imwrite(tmp / "stack.tif", VOLUME, compression="zlib", photometric="minisblack")
+    return _cut(tmp / "stack.tif", 0.6)
+
+
+def zarr_store(tmp: Path, name: str = "v.zarr", data=VOLUME, zarr_format: int = 2) -> Path:
+    zarr = pytest.importorskip("zarr")
+    chunks = (1, *data.shape[1:])
+    array = zarr.open_array(
+        str(tmp / name), mode="w", shape=data.shape, chunks=chunks, dtype="f4",
+        zarr_format=zarr_format,
+    )  # fmt: skip
+    array[:] = data
+    return tmp / name
+
+
+def zarr_chunk_cut_short(tmp: Path) -> Path:
+    store = zarr_store(tmp)
+    _cut(_chunk_files(store)[1])
+    return store
+
+
+def zarr_chunk_missing(tmp: Path, zarr_format: int = 2, data=VOLUME, name="v.zarr") -> Path:
+    store = zarr_store(tmp, name, data, zarr_format)
+    _chunk_files(store)[2].unlink()
+    return store
+
+
+def ome_zarr_image(tmp: Path) -> Path:
+    from gpu_deconv.stack_io import create_stack
+
+    pytest.importorskip("zarr")
+    path = tmp / "in.ome.zarr"
+    with create_stack(path, (2, *VOLUME.shape), "float32", "CZYX", (0.3, 0.1, 0.1)) as out:
+        out[0], out[1] = VOLUME, VOLUME[::-1]
+    return path
+
+
+# (description, builder of the damaged file, arguments, fragment of the one line after its name)
+DAMAGED = [
+    (
+        "zlib strip overwritten",  # was a 34-line traceback, exit 1
+        zlib_strip_overwritten,
+        "run {bad} --psf {psf2}",
+        " is not a readable TIFF file (",
+    ),
+    (
+        "ImageJ stack cut short",  # was tifffile's log lines, then a run on the first plane
+        imagej_stack_cut_short,
+        "run {bad} --psf {psf2}",
+        " is not a readable TIFF file (damaged or truncated: tifffile reports ",
+    ),
+    (
+        "first page offset beyond the end",  # was an IndexError traceback
+        first_page_beyond_the_end,
+        "run {bad} --psf {psf2}",
+        " is not a readable TIFF file (damaged or truncated: tifffile reports invalid offset",
+    ),
+    (
+        "zlib stack cut short, read by dask",
+        zlib_stack_cut_short,
+        "run {bad} --psf {psf3} --scheduler sync",
+        " is not a readable TIFF file (",
+    ),
+    (
+        "zarr chunk cut short",  # was an 87-line traceback
+        zarr_chunk_cut_short,
+        "run {bad} --psf {psf3}",
+        " is a damaged zarr array: voxels [1:2, 0:24, 0:24] do not read (",
+    ),
+    (
+        "zarr chunk missing",  # was deconvolved as zeros without a word
+        zarr_chunk_missing,
+        "run {bad} --psf {psf3}",
+        ": 1 of the zarr array's 4 chunks are missing (an incomplete copy or write?); if the "
+        "store leaves out chunks that hold only the fill value, pass --allow-missing-chunks",
+    ),
+    (
+        "zarr v3 chunk missing",
+        lambda tmp: zarr_chunk_missing(tmp, zarr_format=3),
+        "run {bad} --psf {psf3} -o {tmp}/out.zarr",
+        ": 1 of the zarr array's 4 chunks are missing",
+    ),
+    (
+        "zarr PSF chunk missing",
+        lambda tmp: zarr_chunk_missing(tmp, data=PSF3, name="psf.zarr"),
+        "run {volume} --psf {bad}",
+        ": 1 of the zarr array's 3 chunks are missing",
+    ),
+    (
+        "zarr mask chunk missing",
+        lambda tmp: zarr_chunk_missing(tmp, data=np.ones_like(VOLUME), name="mask.zarr"),
+        "run {volume} --psf {psf3} --mask {bad}",
+        ": 1 of the zarr array's 4 chunks are missing",
+    ),
+    (
+        "OME-Zarr chunk cut short",  # found when its volume is read, mid-run
+        lambda tmp: (_cut(_chunk_files(ome_zarr_image(tmp))[1]), tmp / "in.ome.zarr")[1],
+        "run {bad} --psf {psf3}",
+        " is a damaged zarr array: voxels [1, :, :, :] do not read (",
+    ),
+    (
+        "OME-Zarr chunk missing",
+        lambda tmp: (_chunk_files(ome_zarr_image(tmp))[1].unlink(), tmp / "in.ome.zarr")[1],
+        "run {bad} --psf {psf3}",
+        ": 1 of the zarr array's 2 chunks are missing",
+    ),
+    (
+        "tikhonov: zarr chunk cut short",
+        zarr_chunk_cut_short,
+        "tikhonov {bad} --psf {psf3} --regularization 0.01",
+        " is a damaged zarr array: voxels [1:2, 0:24, 0:24] do not read (",
+    ),
+    (
+        "tikhonov: zarr chunk missing",
+        zarr_chunk_missing,
+        "tikhonov {bad} --psf {psf3} --regularization 0.01",
+        ": 1 of the zarr array's 4 chunks are missing",
+    ),
+]
+
+
+@pytest.mark.parametrize("build, args, fragment", [pytest.param(*c[1:], id=c[0]) for c in DAMAGED])
+def test_damaged_input_exits_2_with_one_line(tmp_path, capsys, caplog, build, args, fragment):
+    caplog.set_level(logging.DEBUG, logger="tifffile")
+    paths = {"tmp": tmp_path, "bad": build(tmp_path)}
+    for name, data in {"psf2": PSF, "psf3": PSF3, "volume": VOLUME}.items():
+        paths[name] = tmp_path / f"{name}.tif"
+        tifffile.imwrite(paths[name], data, photometric="minisblack")
+    argv = args.format(**paths).split()
+    if "-o" not in argv:
+        argv += ["-o", str(tmp_path / "out.tif")]
+    before = _everything(tmp_path)
+    quiet = ["-q"] if argv[0] == "run" else []
+    code, lines = run_cli(capsys, *argv, *quiet, "--backend", "numpy")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"gpu-deconv: error: {paths['bad']}{fragment}"), lines
+    assert not [r for r in caplog.records if r.name == "tifffile" and r.levelno >= 30]
+    assert _everything(tmp_path) == before  # no output, no temporary left
+
+
+def test_missing_zarr_chunks_read_as_the_fill_value_when_allowed(tmp_path, capsys):
+    from gpu_deconv.stack_io import read_stack
+
+    store = zarr_chunk_missing(tmp_path)
+    zeroed = VOLUME.copy()
+    zeroed[2] = 0
+    np.testing.assert_array_equal(gio.read_image(store, allow_missing_chunks=True).data, zeroed)
+    np.testing.assert_array_equal(gio.open_lazy(store, allow_missing_chunks=True), zeroed)
+    tifffile.imwrite(tmp_path / "psf.tif", PSF3, photometric="minisblack")
+    for out in ("o.tif", "o.zarr"):
+        argv = f"run {store} --psf {tmp_path}/psf.tif -n 2 -q -o {tmp_path}/{out}".split()
+        code, lines = run_cli(capsys, *argv, "--allow-missing-chunks")
+        assert code == 0, lines
+    assert gio.read_image(tmp_path / "o.tif").data.shape == VOLUME.shape
+    ome = ome_zarr_image(tmp_path)
+    _chunk_files(ome)[0].unlink()
+    with pytest.raises(ValueError, match="1 of the zarr array's 2 chunks are missing"):
+        read_stack(ome)
+    stack = read_stack(ome, allow_missing_chunks=True)
+    np.testing.assert_array_equal(stack.data[0], 0)
+    np.testing.assert_array_equal(stack.data[1], VOLUME[::-1])

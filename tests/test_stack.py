@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -10,6 +11,7 @@ import tifffile
 from test_cli_io import cli
 
 import gpu_deconv as gd
+from gpu_deconv._reading import KNOWN
 from gpu_deconv.io import write_tiff
 from gpu_deconv.psf import gaussian_psf
 from gpu_deconv.stack import check_axes, deconvolve_stack
@@ -294,3 +296,75 @@ def test_refusals_come_before_any_volume_is_written():
             image * np.float32(1e4), psf, 2, axes="TYX", backend="numpy",
             out=np.zeros(image.shape, np.float16),
         )  # fmt: skip
+
+
+# ---- OME-Zarr and OME-TIFF voxel sizes in micrometres (issue 23, item 3) ---------------------
+
+
+def ome_zarr(path, units, scale=(0.2, 0.1, 0.1), overall=None, nest=False, zarr_format=2):
+    """An OME-Zarr C, Z, Y, X image: ``units`` per spatial axis (None: no unit recorded)."""
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    group.create_array("0", shape=(1, 3, 8, 8), chunks=(1, 3, 8, 8), dtype="f4")[:] = 1
+    axes = [{"name": "c", "type": "channel"}]
+    for name, unit in zip("zyx", units):
+        axes.append({"name": name, "type": "space"} | ({} if unit is None else {"unit": unit}))
+    level = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, *scale]}]}
+    multiscale: dict = {"version": "0.4", "axes": axes, "datasets": [level]}
+    if overall is not None:
+        multiscale["coordinateTransformations"] = [{"type": "scale", "scale": [1, *overall]}]
+    if nest:  # NGFF 0.5
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [multiscale]}
+    else:
+        group.attrs["multiscales"] = [multiscale]
+    return path
+
+
+# (description, ome_zarr's arguments, spacing in micrometres; a str: the error's words)
+ZARR_UNITS = [
+    ("nanometer", dict(units=["nanometer"] * 3, scale=(200, 100, 100)), (0.2, 0.1, 0.1)),
+    ("millimeter", dict(units=["millimeter"] * 3, scale=(2e-4, 1e-4, 1e-4)), (0.2, 0.1, 0.1)),
+    ("micrometer", dict(units=["micrometer"] * 3), (0.2, 0.1, 0.1)),
+    ("angstrom", dict(units=["angstrom"] * 3, scale=(2000, 1000, 1000)), (0.2, 0.1, 0.1)),
+    ("no unit: um", dict(units=[None] * 3), (0.2, 0.1, 0.1)),
+    ("mixed", dict(units=["micrometer", "nanometer", "nanometer"], scale=(0.2, 100, 100)),
+     (0.2, 0.1, 0.1)),
+    ("multiscale scale", dict(units=["micrometer"] * 3, overall=(2, 2, 2)), (0.4, 0.2, 0.2)),
+    ("NGFF 0.5", dict(units=["nanometer"] * 3, scale=(200, 100, 100), nest=True,
+                      zarr_format=3), (0.2, 0.1, 0.1)),
+    ("furlong", dict(units=["furlong"] * 3),
+     "unknown length unit 'furlong' (OME-Zarr axis 'z' unit)"),
+    ("second", dict(units=["micrometer", "second", "micrometer"]),
+     "unknown length unit 'second' (OME-Zarr axis 'y' unit)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected", [c[1:] for c in ZARR_UNITS], ids=[c[0] for c in ZARR_UNITS]
+)
+def test_ome_zarr_voxel_sizes_in_micrometres(tmp_path, capsys, kwargs, expected):
+    from gpu_deconv.cli import main
+
+    path = ome_zarr(tmp_path / "in.ome.zarr", **kwargs)
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=re.escape(f"{path}: {expected}")):
+            read_stack(path)
+        write_tiff(tmp_path / "psf.tif", PSFS[0].astype(np.float32))
+        argv = f"run {path} --psf {tmp_path}/psf.tif -n 1 -q -o {tmp_path}/o.ome.tif".split()
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines == [f"gpu-deconv: error: {path}: {expected}; known units: {KNOWN}"]
+        assert not (tmp_path / "o.ome.tif").exists()
+        return
+    assert read_stack(path).spacing == pytest.approx(expected, rel=1e-9)
+
+
+def test_cli_nanometre_ome_zarr_in_micrometre_ome_tiff_out(tmp_path, capsys):
+    from gpu_deconv.cli import main
+
+    path = ome_zarr(tmp_path / "in.ome.zarr", ["nanometer"] * 3, (200, 65, 65))
+    write_tiff(tmp_path / "psf.tif", PSFS[0].astype(np.float32))
+    argv = f"run {path} --psf {tmp_path}/psf.tif -n 1 -q -o {tmp_path}/o.ome.tif".split()
+    assert main(argv) == 0, capsys.readouterr().err
+    out = read_stack(tmp_path / "o.ome.tif")
+    assert out.axes.endswith("ZYX") and out.spacing == pytest.approx((0.2, 0.065, 0.065), rel=1e-6)
