@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
     )
 
     check_output_path(args.output, args.overwrite, inputs={"image": args.image, "psf": args.psf})
+    _check_one_image(args.image, args.command)
     psf = read_image(args.psf, args.allow_missing_chunks).data
     weights, options = _weights(args), _options(args)
     if is_zarr(args.image) or is_zarr(args.output):
@@ -128,6 +129,28 @@ def run(args: argparse.Namespace) -> None:
     data, clipped = convert_for_output(result, args.output_dtype)
     _report_clipping(args.output, clipped, args.output_dtype)
     write_tiff(args.output, data, voxel, overwrite=args.overwrite)
+
+
+def _check_one_image(path: Path, command: str) -> None:
+    """Refuse colours, channels and time points the file declares, as ``gpu-deconv run`` sees them.
+
+    A filter takes one 1D-3D image: read as one, an RGB TIFF or a ``CYX`` hyperstack would be
+    filtered across its colours or channels, as if they were planes. Colours follow the rule
+    of :func:`gpu_deconv.stack.check_colours`.
+    """
+    from .stack import check_colours
+    from .stack_io import file_axes
+
+    try:
+        axes = file_axes(path)  # what run reads, without the pixels
+    except (OSError, ValueError):  # not a TIFF or OME-Zarr (a plain zarr array): no axes
+        return
+    check_colours(axes, remedy="convert it to one channel per colour")
+    if set(axes) & set("TC"):
+        raise ValueError(
+            f"{path} holds channels or time points (axes {axes!r}): {command} filters one image;"
+            " split them into one file each (gpu-deconv run deconvolves them one by one)"
+        )
 
 
 def _weights(args: argparse.Namespace) -> dict:

@@ -56,16 +56,48 @@ def check_axes(axes: str, ndim: int, *, colours: bool = False) -> str:
         raise ValueError(f"axes {axes!r} name {len(axes)} axes, the image has {ndim}")
     if len(set(axes)) != len(axes) or set(axes) - set(SPATIAL + LOOPED):
         raise ValueError(f"axes must be distinct letters from TCZYXS, got {axes!r}")
-    if "S" in axes and not colours:
-        raise ValueError(
-            "the image is RGB/RGBA (axes "
-            f"{axes!r}): deconvolving across colours is meaningless; convert it to one channel "
-            "per colour, or ask for colour-by-colour deconvolution (colours=True, CLI: --colours)"
-        )
+    check_colours(axes, colours=colours)
     spatial = "".join(a for a in axes if a in SPATIAL)
     if spatial not in ("YX", "ZYX") or not axes.replace("S", "").endswith("YX"):
         raise ValueError(f"axes must end in YX, with Z (if any) before them, got {axes!r}")
     return axes
+
+
+# What the API and ``gpu-deconv run`` offer instead of deconvolving across colours.
+COLOUR_BY_COLOUR = (
+    "convert it to one channel per colour, or ask for colour-by-colour deconvolution "
+    "(colours=True, CLI: --colours)"
+)
+
+
+def check_colours(axes: str, *, colours: bool = False, remedy: str = COLOUR_BY_COLOUR) -> None:
+    """Refuse an image with an ``S`` axis (RGB/RGBA samples) unless ``colours``: the one rule.
+
+    Every front end applies it to the axes the image declares: :func:`check_axes` (the API's
+    stacks, ``gpu-deconv run``), the ``wiener`` and ``tikhonov`` commands (a file's axes)
+    and the napari widget (an RGB layer). Deconvolving across colours mixes them.
+
+    Parameters
+    ----------
+    axes : str
+        The image's axes, e.g. ``"YXS"`` (upper or lower case).
+    colours : bool, optional
+        Whether the caller deconvolves colour by colour, by default False.
+    remedy : str, optional
+        What the message tells the user to do instead, by default what the API and
+        ``gpu-deconv run`` offer.
+
+    Raises
+    ------
+    ValueError
+        If ``axes`` has an ``S`` and not ``colours``.
+    """
+    axes = str(axes).upper()
+    if "S" in axes and not colours:
+        raise ValueError(
+            f"the image is RGB/RGBA (axes {axes!r}): deconvolving across colours is "
+            f"meaningless; {remedy}"
+        )
 
 
 def volume_keys(shape: Sequence[int], axes: str) -> Iterator[tuple[tuple, int]]:

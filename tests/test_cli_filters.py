@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 from conftest import rel_rms
 
 import gpu_deconv as gd
@@ -95,3 +96,52 @@ def test_existing_output_is_kept(files, tmp_path, capsys):
     assert out.read_bytes() == b"keep"
     assert main([*arguments, "--overwrite"]) == 0
     assert read_tiff(out).data.shape == (70, 70)
+
+
+# ---- colours and channels, as gpu-deconv run sees them (issue 23, item 7) ---------------------
+
+
+def test_colours_and_channels_are_refused_as_run_refuses_them(tmp_path, capsys):
+    rgb = (np.random.default_rng(1).random((24, 24, 3)) * 200).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    channels = rgb.transpose(2, 0, 1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "cyx.tif", channels, imagej=True, metadata={"axes": "CYX"})
+    # One channel of an ImageJ hyperstack is one volume, as run reads it: still filtered.
+    tifffile.imwrite(
+        tmp_path / "zcyx.tif", channels[:, None] + 1, imagej=True, metadata={"axes": "ZCYX"}
+    )
+    psf = tmp_path / "psf.tif"  # 3D: the colours (channels) read as 3 planes fitted it
+    write_tiff(psf, gaussian_psf((3, 7, 7), 1.0).astype(np.float32))
+    out = tmp_path / "out.tif"
+    rule = (
+        "gpu-deconv: error: the image is RGB/RGBA (axes 'YXS'): deconvolving across colours is "
+        "meaningless; convert it to one channel per colour"
+    )
+    commands = {
+        "run": (["run", "-n", "2", "-q"], rule + ", or ask for colour-by-colour deconvolution "
+                "(--colours)"),
+        "wiener": (["wiener", "--balance", "0.01"], rule),  # was: exit 0, colours mixed
+        "tikhonov": (["tikhonov", "--regularization", "0.01"], rule),  # was: the same
+    }  # fmt: skip
+
+    def run(command, image):
+        argv = [*command, str(tmp_path / image), "--psf", str(psf), "-o", str(out)]
+        return main([*argv, "--backend", "numpy"]), capsys.readouterr().err.splitlines()
+
+    for name, (command, message) in commands.items():
+        out.unlink(missing_ok=True)
+        assert run(command, "rgb.tif") == (2, [message]), name
+        assert not out.exists()
+        if name == "run":
+            continue
+        assert run(command, "cyx.tif") == (  # was: exit 0, channels mixed
+            2,
+            [
+                f"gpu-deconv: error: {tmp_path / 'cyx.tif'} holds channels or time points (axes "
+                f"'CYX'): {name} filters one image; split them into one file each (gpu-deconv "
+                "run deconvolves them one by one)"
+            ],
+        )
+        assert not out.exists()
+        assert run(command, "zcyx.tif") == (0, [])
+        assert read_tiff(out).data.shape == (3, 24, 24)

@@ -177,3 +177,39 @@ def test_psf_widget_makes_a_layer_at_the_image_scale(make_napari_viewer):
     widget.na.value = 1.5  # beyond water's index: a clear message, no layer
     widget.make_button.changed.emit(True)
     assert "must exceed na" in widget.status.value and len(viewer.layers) == 2
+
+
+# ---- colours (issue 23, item 7) ---------------------------------------------------------------
+
+SPLIT = "split it into one layer per colour (right-click the layer: Split RGB)"
+
+
+def test_rgb_data_is_refused_as_the_cli_refuses_it():
+    rgb = np.random.default_rng(2).random((24, 24, 3)).astype(np.float32) + 0.1
+    psf = gaussian_psf((3, 7, 7), 1.0)  # 3D: the colours, read as 3 planes, fitted it
+    with pytest.raises(ValueError) as refused:  # was: deconvolved across the colours
+        deconvolve(rgb, psf, {"iterations": 2, "backend": "numpy"}, rgb=True)
+    assert str(refused.value) == (
+        "the image is RGB/RGBA (axes 'YXS'): deconvolving across colours is meaningless; " + SPLIT
+    )
+    with pytest.raises(ValueError, match=r"RGB/RGBA \(axes 'ZYXS'\)"):
+        deconvolve(np.stack([rgb] * 4), psf, {"iterations": 2}, axes="ZYX", rgb=True)
+    result, _ = deconvolve(rgb, psf, {"iterations": 2, "backend": "numpy"})  # not an RGB layer
+    assert result.shape == rgb.shape
+
+
+def test_widget_refuses_an_rgb_layer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rgb = (np.random.default_rng(2).random((24, 24, 3)) * 200).astype(np.uint8)
+    viewer.add_image(rgb, name="photo", rgb=True)
+    viewer.add_image(gaussian_psf((3, 7, 7), 1.0).astype(np.float32), name="psf3d")
+    _, widget = viewer.window.add_plugin_dock_widget("gpu_deconv", WIDGET)
+    widget.image.value, widget.psf.value = viewer.layers["photo"], viewer.layers["psf3d"]
+    widget.fields["backend"].value = "numpy"
+    widget.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=30_000)
+    assert widget.status.value == (
+        "error: the image is RGB/RGBA (axes 'YXS'): deconvolving across colours is "
+        "meaningless; " + SPLIT
+    )
+    assert [layer.name for layer in viewer.layers] == ["photo", "psf3d"]

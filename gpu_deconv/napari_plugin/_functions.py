@@ -19,9 +19,11 @@ from .._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHO
 from ..backends import available_backends
 from ..psf import confocal_psf, gaussian_psf, widefield_psf
 from ..samples import nucleus
-from ..stack import check_axes, deconvolve_stack
+from ..stack import check_axes, check_colours, deconvolve_stack
 
 DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX"}
+# What napari offers instead of deconvolving across an RGB layer's colours.
+SPLIT_RGB = "split it into one layer per colour (right-click the layer: Split RGB)"
 
 
 def _none_if(word: str) -> Callable[[Any], Any]:
@@ -145,6 +147,7 @@ def deconvolve(
     scale: Sequence[float] | None = None,
     axes: str | None = None,
     callback: Callable[[int, int], Any] | None = None,
+    rgb: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Deconvolve a layer's data; return the result and its metadata.
 
@@ -163,6 +166,9 @@ def deconvolve(
     callback : callable, optional
         ``callback(done, total)`` in iterations over the whole stack (see
         :func:`gpu_deconv.stack.deconvolve_stack`); an exception raised there stops the run.
+    rgb : bool, optional
+        Whether the layer is RGB/RGBA (napari's ``layer.rgb``: its last axis holds colours),
+        by default False. Refused, by the rule of :func:`gpu_deconv.stack.check_colours`.
 
     Returns
     -------
@@ -174,8 +180,11 @@ def deconvolve(
     Raises
     ------
     ValueError, TypeError
-        As :func:`gpu_deconv.stack.deconvolve_stack`.
+        If ``rgb``; and as :func:`gpu_deconv.stack.deconvolve_stack`.
     """
+    if rgb:  # napari shows the colours as one image: the layer's own axes end in them
+        spatial = DEFAULT_AXES.get(np.ndim(data) - 1, "")
+        check_colours(spatial + "S", remedy=SPLIT_RGB)
     data = np.asarray(data)
     axes = check_axes(axes or DEFAULT_AXES.get(data.ndim, ""), data.ndim)
     options = run_options(values)

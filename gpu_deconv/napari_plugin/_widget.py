@@ -124,6 +124,7 @@ class DeconvolveWidget(widgets.Container):
             scale=scale,
             axes=axes,
             callback=report,
+            rgb=bool(getattr(image, "rgb", False)),  # refused: colours would be mixed
             _start_thread=False,
             _ignore_errors=True,  # reported in the status line (Cancel is one of them)
         )
