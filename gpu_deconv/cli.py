@@ -353,7 +353,8 @@ def _parser() -> _Parser:
     run.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace existing outputs (never the input image or PSF)",
+        help="replace existing output files, zarr arrays and OME-Zarr images (never the input "
+        "image or PSF, nor a link, device, pipe, socket, zarr group or other folder)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

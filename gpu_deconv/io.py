@@ -3,16 +3,22 @@
 Outputs are first written to hidden temporary files (or directories) next to their target,
 created with the usual permissions (``0o666`` for files, ``0o777`` for directories, less the
 umask, as any other new file), and renamed onto the target only once complete; several
-outputs of one run are renamed only once all of them are complete.
+outputs of one run are renamed only once all of them are complete. What an output replaces
+is only ever a regular file, a zarr array or an OME-Zarr image (see
+:func:`check_output_path`), never a link, a device, a named pipe or a zarr group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import math
 import os
+import re
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,8 +193,13 @@ def check_output_path(
 
     Everything that can be known before computing is checked: the target, its directory
     (which must exist and take a new file: a temporary file is created and removed there),
-    and that it is none of the ``inputs``. A TIFF output may not replace a directory and a
-    zarr output (a ``.zarr`` path) may replace only a zarr array.
+    and that it is none of the ``inputs`` and holds none of them. Only a regular file, a zarr
+    array or an OME-Zarr image (a group holding nothing but its resolution levels, as
+    :func:`gpu_deconv.stack_io.create_stack` writes) may be replaced: never a symbolic link, a
+    device, a named pipe, a socket, a zarr group or another directory, even with
+    ``overwrite``. A TIFF output may not replace a directory and a zarr output (a ``.zarr``
+    path) only a zarr array or OME-Zarr image, whose every folder must then be writable (its
+    files are removed once the new store is in place).
 
     Parameters
     ----------
@@ -206,31 +217,38 @@ def check_output_path(
     Raises
     ------
     FileExistsError
-        If ``path`` exists and ``overwrite`` is False.
+        If ``path`` exists and ``overwrite`` is False, or it is something no output replaces
+        (a symbolic link, device, named pipe, socket, zarr group, other directory).
     FileNotFoundError
         If its directory does not exist.
     IsADirectoryError
         If ``path`` is a directory and not a ``.zarr`` path.
     PermissionError, OSError
-        If its directory does not take new files (read-only, not writable, ...).
+        If its directory does not take new files (read-only, not writable, ...), an existing
+        zarr store there could not be removed (a read-only folder in it), or another user
+        owns what is there in a shared (sticky) folder such as ``/tmp``.
     ValueError
-        If ``path`` is one of the ``inputs``.
+        If ``path`` is one of the ``inputs`` or holds one of them.
     """
     path = Path(path)
-    if path.exists() or path.is_symlink():
+    status = _lstat(path)
+    if status is not None:
         # What --overwrite cannot change is said first: no hint to pass it in vain.
         for role, source in (inputs or {}).items():
             if path.exists() and Path(source).exists() and os.path.samefile(path, source):
                 raise ValueError(f"{path} is the input {role}; write the result to another file")
-        if path.suffix == ".zarr":
-            if not _is_zarr_store(path):
-                raise FileExistsError(f"{path} exists and is not a zarr array; not replacing it")
-        elif path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; give an output file name")
+            if stat.S_ISDIR(status.st_mode) and Path(source).resolve().is_relative_to(
+                path.resolve()
+            ):
+                raise ValueError(
+                    f"{path} holds the input {role} ({source}); write the result elsewhere"
+                )
+        _check_replaceable(path, status)
         if not overwrite:
             raise FileExistsError(
                 f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
             )
+        _check_removable(path, status)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {path.parent}")
     try:
@@ -240,6 +258,149 @@ def check_output_path(
             exc.errno, f"cannot write to the output directory {path.parent} ({exc.strerror})"
         ) from exc
     return path
+
+
+_REPLACES = (
+    "overwrite=True (CLI: --overwrite) replaces only regular files, zarr arrays and OME-Zarr images"
+)
+_SPECIAL = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+# Files a zarr array or group holds besides its chunks; macOS adds .DS_Store to any folder.
+_ZARR_METADATA = frozenset({".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"})
+_CHUNK_KEY = re.compile(r"(c|\d+)(\.\d+)*")  # v2 "0.1" or "0/", v3 "c/" or "c.0.1"
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """Return the status of ``path`` itself (a link's own), or None if nothing is there."""
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _check_replaceable(path: Path, status: os.stat_result) -> None:
+    """Raise unless what is at ``path`` is of a kind an output may replace (see above)."""
+    mode = status.st_mode
+    if stat.S_ISLNK(mode):
+        raise FileExistsError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); not replacing it nor what it "
+            f"points to: {_REPLACES} (name the target itself to replace that)"
+        )
+    if stat.S_ISREG(mode):
+        if path.suffix == ".zarr":
+            raise FileExistsError(f"{path} exists and is not a zarr array; not replacing it")
+        return
+    if not stat.S_ISDIR(mode):
+        kind = _SPECIAL.get(stat.S_IFMT(mode), "not a regular file")
+        raise FileExistsError(
+            f"{path} is {kind}, not a regular file; not replacing it: {_REPLACES}"
+        )
+    if path.suffix != ".zarr":
+        raise IsADirectoryError(f"{path} is a directory; give an output file name")
+    reason = _not_an_image(path)
+    if reason is not None:
+        raise FileExistsError(f"{path} {reason}; not replacing it: {_REPLACES}")
+
+
+def _zarr_metadata(path: Path) -> tuple[str | None, dict]:
+    """Return the zarr node at ``path`` (``"array"``, ``"group"`` or None) and its attributes.
+
+    Raises ``ValueError`` for metadata that is not JSON.
+    """
+    if (path / "zarr.json").is_file():
+        meta = json.loads((path / "zarr.json").read_text())
+        kind = meta.get("node_type") if isinstance(meta, dict) else None
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        return (kind if kind in ("array", "group") else None), (attrs or {})
+    has_array, has_group = (path / ".zarray").is_file(), (path / ".zgroup").is_file()
+    attrs = json.loads((path / ".zattrs").read_text()) if (path / ".zattrs").is_file() else {}
+    if has_array == has_group:  # neither, or both (not a valid store)
+        return None, {}
+    return ("array" if has_array else "group"), (attrs if isinstance(attrs, dict) else {})
+
+
+def _not_an_image(path: Path) -> str | None:
+    """Return why the directory ``path`` is no zarr array or OME-Zarr image, or None.
+
+    An array may hold its metadata and chunks only; an OME-Zarr image, its metadata and the
+    arrays its ``multiscales`` name. Anything else is refused: replacing it would delete it.
+    """
+    try:
+        kind, attrs = _zarr_metadata(path)
+        entries = {entry.name for entry in os.scandir(path)} - _ZARR_METADATA - {".DS_Store"}
+        if kind == "array":
+            others = sorted(e for e in entries if not _CHUNK_KEY.fullmatch(e))
+            return f"holds more than a zarr array ({', '.join(others)})" if others else None
+        if kind is None:
+            return "exists and is not a zarr array"
+        multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+        levels = {str(d["path"]) for m in (multiscales or []) for d in m["datasets"]}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return "exists and is not a zarr array"
+    if not levels or not all(_zarr_node(path / level) == "array" for level in levels):
+        return "is a zarr group, not a zarr array"
+    others = sorted(entries - {level.split("/")[0] for level in levels})
+    if others:
+        return f"is an OME-Zarr image holding more than its levels ({', '.join(others)})"
+    return None
+
+
+def _zarr_node(path: Path) -> str | None:
+    try:
+        return _zarr_metadata(path)[0] if path.is_dir() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        return None
+
+
+_EFFECTIVE = os.access in os.supports_effective_ids
+
+
+def _folder_writable(folder: Path) -> bool:
+    """Whether files can be listed, removed and added in ``folder`` (this process's rights)."""
+    return os.access(folder, os.R_OK | os.W_OK | os.X_OK, effective_ids=_EFFECTIVE)
+
+
+def _check_removable(path: Path, status: os.stat_result) -> None:
+    """Raise ``PermissionError`` if what is at ``path`` could not be replaced and removed.
+
+    A file or store in a sticky folder (``/tmp``) that another user owns cannot be renamed; a
+    store's files cannot be removed from a folder in it that is read-only (or on a read-only
+    file system). Checked before computing, so that a store is replaced whole or not at all.
+    """
+    parent = os.stat(path.parent)
+    user = os.geteuid()
+    if parent.st_mode & stat.S_ISVTX and user not in (0, status.st_uid, parent.st_uid):
+        raise PermissionError(
+            errno.EPERM,
+            f"cannot replace {path}: another user owns it in the shared folder {path.parent}",
+        )
+    if not stat.S_ISDIR(status.st_mode):
+        return
+    folders = [path]
+    while folders:
+        folder = folders.pop()
+        if not _folder_writable(folder):
+            read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+            where = "is on a read-only file system" if read_only else "is not writable"
+            raise PermissionError(
+                errno.EROFS if read_only else errno.EACCES,
+                f"cannot replace {path}: {'it' if folder == path else folder} {where}, "
+                "so the files in it could not be removed",
+            )
+        with os.scandir(folder) as entries:
+            folders += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+
+
+def _check_still_replaceable(path: Path) -> None:
+    """Check ``path`` once more just before a rename onto it: it may have changed meanwhile."""
+    status = _lstat(path)
+    if status is not None:
+        _check_replaceable(path, status)
+        _check_removable(path, status)
 
 
 def check_free_space(directory: str | os.PathLike, nbytes: int) -> None:
@@ -274,7 +435,31 @@ def _temporary(path: Path, suffix: str, directory: bool = False) -> Path:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def _check_tiff_data(data: Any, voxel_size: Any) -> None:
+    """Raise a ValueError or TypeError naming what a TIFF output cannot hold."""
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"data must be a numpy array, got {type(data).__name__}")
+    if data.dtype.kind not in "biuf":
+        raise TypeError(f"data must be boolean, integer or real, got dtype {data.dtype}")
+    if data.size == 0 or not 1 <= data.ndim <= 3:
+        raise ValueError(f"data must be a non-empty 1D, 2D or 3D array, got shape {data.shape}")
+    if voxel_size is None:
+        return
+    try:
+        sizes = [float(s) for s in voxel_size]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"voxel_size must be numbers (z,) y, x, got {voxel_size!r}") from exc
+    if not min(data.ndim, 2) <= len(sizes) <= 3 or not all(
+        math.isfinite(s) and s > 0 for s in sizes
+    ):
+        raise ValueError(
+            f"voxel_size must be positive numbers ((z,) y, x) for data of shape {data.shape}, "
+            f"got {voxel_size!r}"
+        )
+
+
 def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dict:
+    _check_tiff_data(data, voxel_size)
     # ImageJ hyperstacks where ImageJ reads the shape back as written (no float64, no 1D,
     # no single-plane volume, which ImageJ reads as 2D); tifffile's shaped TIFF otherwise.
     single_plane_volume = data.ndim == 3 and data.shape[0] == 1
@@ -322,7 +507,8 @@ def write_tiff(
     Raises
     ------
     FileExistsError
-        If ``path`` exists and ``overwrite`` is False.
+        If ``path`` exists and ``overwrite`` is False, or is not a regular file (a symbolic
+        link, a device, a named pipe, ...: never replaced, see :func:`check_output_path`).
     FileNotFoundError
         If the output directory does not exist.
     OSError
@@ -383,6 +569,8 @@ def write_tiffs(
                 if shutil.disk_usage(path.parent).free < data.nbytes:
                     reason += "; the disk is full"
                 raise OSError(exc.errno, f"could not write {path}: {reason}") from exc
+        for path in paths:
+            _check_still_replaceable(path)
         for temporary, path in zip(temporaries, paths):
             os.replace(temporary, path)
     except BaseException:
@@ -404,6 +592,7 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> P
     temporary = _temporary(target, ".tmp")
     try:
         temporary.write_text(text)
+        _check_still_replaceable(target)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -555,17 +744,22 @@ def write_zarr(
     Raises
     ------
     FileExistsError
-        If ``path`` exists and ``overwrite`` is False.
+        If ``path`` exists and ``overwrite`` is False, or is no zarr array or OME-Zarr image
+        (a zarr group, a symbolic link, ...: see :func:`check_output_path`).
     FileNotFoundError
         If the output directory does not exist.
-    IsADirectoryError, OSError
-        As :func:`check_output_path`: ``path`` is a directory but not a zarr array, or its
-        directory does not take new files.
+    IsADirectoryError, PermissionError, OSError
+        As :func:`check_output_path`: ``path`` is a directory but not a ``.zarr`` path, its
+        directory does not take new files, or a folder of the store it would replace is
+        read-only (checked before computing: nothing is written then).
     """
     path = check_output_path(path, overwrite)
     partial = _temporary(path, ".partial", directory=True)
     try:
-        store = array.to_zarr(str(partial), overwrite=True, compute=False)
+        # Every chunk written, also all-zero ones: a missing chunk reads as damage (_reading).
+        store = array.to_zarr(
+            str(partial), overwrite=True, compute=False, config={"write_empty_chunks": True}
+        )
         (compute or (lambda task: task.compute()))(store)
         replace_directory(partial, path)
     except BaseException:
@@ -575,11 +769,44 @@ def write_zarr(
 
 
 def replace_directory(partial: Path, path: Path) -> None:
-    """Move the complete directory ``partial`` onto ``path``, replacing what is there."""
-    if path.exists():
-        old = partial.with_suffix(".old")
-        path.rename(old)
+    """Move the complete directory ``partial`` onto ``path``, replacing what is there.
+
+    What is there is checked once more (a zarr array or OME-Zarr image, every folder of it
+    writable: see :func:`check_output_path`), moved aside, and removed once ``partial`` is in
+    its place; if ``partial`` cannot be moved, it is put back.
+
+    Raises
+    ------
+    FileExistsError, PermissionError
+        If ``path`` has become something no output replaces; nothing is changed.
+    OSError
+        If the replaced store could not be removed after all: the new one is in place, and
+        the message names the folder ``NAME.old-XXXXXXXX`` where what is left of the old one
+        is.
+    """
+    if _lstat(path) is None:
         partial.rename(path)
+        return
+    _check_still_replaceable(path)
+    old = partial.with_suffix(".old")
+    path.rename(old)
+    try:
+        partial.rename(path)
+    except BaseException:
+        old.rename(path)
+        raise
+    try:
         shutil.rmtree(old)
-    else:
-        partial.rename(path)
+    except OSError as exc:
+        # Not hidden: what is left of the old store gets a name the user sees and is told.
+        left = old
+        with contextlib.suppress(OSError):
+            left = old.rename(path.with_name(f"{path.name}.old-{old.name.split('.')[-2]}"))
+        raise OSError(
+            exc.errno,
+            f"wrote {path}, but could not remove all of the store it replaced "
+            f"({exc.strerror or exc}); what is left of it is in {left}: remove it",
+        ) from exc
+    except BaseException:  # Ctrl-C: the new store is in place, the old one goes
+        shutil.rmtree(old, ignore_errors=True)
+        raise

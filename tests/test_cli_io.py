@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +122,16 @@ def test_run_progress_bar_on_stderr(files, tmp_path):
             "output directory does not exist",
         ),
         (["{image}", "--psf", "{psf}", "-o", "{tmp}/a.tif", "-n", "-3"], "iterations must be >= 0"),
+        # issue 23: as root, "-o /dev/null --overwrite" made /dev/null a regular file; here a
+        # device like it (1, 3) made in the test's folder, never the machine's own
+        (
+            ["{image}", "--psf", "{psf}", "-o", "{null}", "--overwrite"],
+            "null is a character device, not a regular file; not replacing it",
+        ),
+        (
+            ["{image}", "--psf", "{psf}", "-o", "{group}", "--overwrite"],
+            "group.zarr is a zarr group, not a zarr array; not replacing it",
+        ),
         # tifffile logs 4 lines about it on stderr, then read the first plane as the image
         (
             ["{cut}", "--psf", "{psf}", "-o", "{tmp}/a.tif"],
@@ -129,6 +141,16 @@ def test_run_progress_bar_on_stderr(files, tmp_path):
 )
 def test_bad_input_exits_2_with_one_line(files, tmp_path, args, message):
     image, psf = files
+    null, group = tmp_path / "null", tmp_path / "group.zarr"
+    if "{null}" in args:
+        try:
+            os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except (PermissionError, AttributeError) as exc:
+            pytest.skip(f"cannot make a character device here ({exc})")
+    if "{group}" in args:
+        zarr = pytest.importorskip("zarr")
+        pytest.importorskip("dask")
+        zarr.open_group(str(group), mode="w").create_array("a", shape=(4,), dtype="f4")[:] = 1
     cut = tmp_path / "cut.tif"
     tifffile.imwrite(cut, np.ones((4, 25, 25), np.float32), imagej=True)
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
@@ -139,14 +161,25 @@ def test_bad_input_exits_2_with_one_line(files, tmp_path, args, message):
     nan = tmp_path / "nan.tif"
     tifffile.imwrite(nan, np.full((8, 8), np.nan, np.float32))
     names = dict(image=image, psf=psf, tmp=tmp_path, notiff=notiff, psf3d=psf3d, nan=nan, cut=cut)
+    names |= dict(null=null, group=group)
     before = image.read_bytes()
+    targets = {p.name: os.lstat(p) for p in (null, group) if os.path.lexists(p)}
+    in_group = sorted(group.rglob("*")) if group.exists() else []
     result = cli("run", *[a.format(**names) for a in args])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert image.read_bytes() == before  # the input is never touched
     assert not (tmp_path / "a.tif").exists()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*"))  # no hidden temporary file or store
+    for name, status in targets.items():  # the device and the group are as they were
+        now = os.lstat(tmp_path / name)
+        assert (now.st_mode, now.st_rdev, now.st_mtime_ns) == (
+            status.st_mode,
+            status.st_rdev,
+            status.st_mtime_ns,
+        )
+    assert (sorted(group.rglob("*")) if group.exists() else []) == in_group  # arrays kept
 
 
 def test_write_is_atomic_on_failure(tmp_path, monkeypatch):

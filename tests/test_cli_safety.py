@@ -7,15 +7,21 @@ kept; outputs follow the umask; SIGTERM and Ctrl-C clean up and end with one lin
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import logging
 import os
 import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,7 @@ import gpu_deconv as gd
 import gpu_deconv.io as gio
 from gpu_deconv.cli import main
 from gpu_deconv.io import read_tiff, write_tiff
+from gpu_deconv.stack_io import create_stack
 
 IMAGE = (blob_image((37, 44), seed=1) * 100).astype(np.float32)
 PSF = make_psf((5, 7), "gaussian").astype(np.float32)
@@ -62,19 +69,95 @@ def leftovers(folder: Path, before: set[str]) -> set[str]:
     return {p.name for p in folder.iterdir()} - before
 
 
-def deny_new_files(monkeypatch):
+def tree(folder: Path) -> dict[str, tuple]:
+    """Every entry under ``folder`` (links not followed): kind, size, time, link target."""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        status = os.lstat(path)
+        target = os.readlink(path) if path.is_symlink() else None
+        entries[str(path.relative_to(folder))] = (
+            status.st_mode,
+            status.st_size,
+            status.st_mtime_ns,
+            status.st_rdev,
+            target,
+        )
+    return entries
+
+
+def make_target(tmp: Path, name: str) -> Path:
+    """Create the existing output ``name`` a case writes onto (skip where it cannot be made).
+
+    Special files are made only here, in the test's own folder: never the machine's devices.
+    """
+    if name == "null":  # a character device like /dev/null (1, 3): needs root (CAP_MKNOD)
+        path = tmp / "null"
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except (PermissionError, AttributeError) as exc:
+            pytest.skip(f"cannot make a character device here ({exc})")
+        return path
+    if name == "fifo":
+        os.mkfifo(tmp / "fifo")
+        return tmp / "fifo"
+    if name == "sock":
+        with socket.socket(socket.AF_UNIX) as server:  # the file stays once closed
+            server.bind(str(tmp / "sock"))
+        return tmp / "sock"
+    if name == "link":
+        (tmp / "other.tif").write_bytes(b"a regular file")
+        (tmp / "link.tif").symlink_to("other.tif")
+        return tmp / "link.tif"
+    if name == "dangling":
+        (tmp / "dangling.tif").symlink_to("missing.tif")
+        return tmp / "dangling.tif"
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    if name in ("array", "arrayextra", "linkzarr"):
+        path = tmp / ("array.zarr" if name != "arrayextra" else "extra.zarr")
+        zarr.open_array(str(path), mode="w", shape=IMAGE.shape, dtype="f4", chunks=(20, 20))[:] = 1
+        if name == "arrayextra":
+            (path / "notes.txt").write_text("not part of the array")
+        if name == "linkzarr":
+            (tmp / "link.zarr").symlink_to("array.zarr")
+            return tmp / "link.zarr"
+        return path
+    if name == "group":
+        group = zarr.open_group(str(tmp / "group.zarr"), mode="w")
+        for array in ("a", "b"):
+            group.create_array(array, shape=(4,), dtype="f4")[:] = 1
+        return tmp / "group.zarr"
+    # an OME-Zarr image, as a stack run writes it: its level 0 holds the PSF
+    path = tmp / ("image.ome.zarr" if name == "ome" else "labelled.ome.zarr")
+    with create_stack(path, PSF.shape, "float32", "YX") as out:
+        out[...] = PSF
+    if name == "omelabels":
+        zarr.open_group(str(path / "labels"), mode="w")
+    return path
+
+
+def deny_new_files(monkeypatch, tmp):
     def refuse(path, suffix, directory=False):
         raise PermissionError(errno.EACCES, "Permission denied", str(path.parent))
 
     monkeypatch.setattr(gio, "_temporary", refuse)
 
 
-def no_free_space(monkeypatch):
+def no_free_space(monkeypatch, tmp):
     usage = shutil.disk_usage(".")._replace(free=0)
     monkeypatch.setattr(gio.shutil, "disk_usage", lambda path: usage)
 
 
-# (description, arguments after "run", expected fragment of the one stderr line, set-up)
+def read_only_store(monkeypatch, tmp):
+    """The zarr store array.zarr does not let its files be removed (as root, chmod would not)."""
+    real = gio._folder_writable
+    monkeypatch.setattr(
+        gio, "_folder_writable", lambda folder: folder.name != "array.zarr" and real(folder)
+    )
+
+
+# (description, arguments after "run", expected fragment of the one stderr line, set-up):
+# {name}s not in the files fixture are made by make_target; set-up(monkeypatch, tmp_path).
 CLI_BAD = [
     ("float64 beyond float32", "{huge64} --psf {psf} -o {tmp}/a.tif", "beyond the float32 range"),
     ("float64 below float32", "{tiny64} --psf {psf} -o {tmp}/a.tif", "below the float32 range"),
@@ -120,6 +203,82 @@ CLI_BAD = [
         deny_new_files,
     ),
     ("full disk", "{image} --psf {psf} -o {tmp}/a.tif", "not enough free space", no_free_space),
+    # Only regular files and zarr arrays (and OME-Zarr images) are ever replaced (issue 23).
+    *[
+        (
+            f"{kind}{', --overwrite' if flag else ''}",
+            f"{{image}} --psf {{psf}} -o {{{name}}}{flag}",
+            f"{name} is {kind}, not a regular file; not replacing it: --overwrite replaces only "
+            "regular files, zarr arrays and OME-Zarr images",
+        )
+        for name, kind in [
+            ("fifo", "a named pipe (FIFO)"),
+            ("null", "a character device"),
+            ("sock", "a socket"),
+        ]
+        for flag in (" --overwrite", "")
+    ],
+    (
+        "--info onto a FIFO",
+        "{image} --psf {psf} -o {tmp}/a.tif --info {fifo} --overwrite",
+        "fifo is a named pipe (FIFO), not a regular file; not replacing it",
+    ),
+    (
+        "a snapshot onto a character device",
+        "{image} --psf {psf} -o {tmp}/null -n 2 --snapshots 1 --overwrite",
+        "null_iter1 is a character device, not a regular file",
+        lambda monkeypatch, tmp: make_target(tmp, "null").rename(tmp / "null_iter1"),
+    ),
+    (
+        "symbolic link to a file, --overwrite",
+        "{image} --psf {psf} -o {link} --overwrite",
+        "link.tif is a symbolic link (to other.tif); not replacing it nor what it points to: "
+        "--overwrite replaces only regular files, zarr arrays and OME-Zarr images (name the "
+        "target itself to replace that)",
+    ),
+    (
+        "dangling symbolic link",
+        "{image} --psf {psf} -o {dangling}",
+        "dangling.tif is a symbolic link (to missing.tif); not replacing it",
+    ),
+    (
+        "zarr group, --overwrite",
+        "{image} --psf {psf} -o {group} --overwrite",
+        "group.zarr is a zarr group, not a zarr array; not replacing it: --overwrite replaces",
+    ),
+    (
+        "zarr group",
+        "{image} --psf {psf} -o {group}",
+        "group.zarr is a zarr group, not a zarr array; not replacing it",
+    ),
+    (
+        "OME-Zarr image with labels, --overwrite",
+        "{image} --psf {psf} -o {omelabels} --overwrite",
+        "labelled.ome.zarr is an OME-Zarr image holding more than its levels (labels); not "
+        "replacing it",
+    ),
+    (
+        "zarr array holding another file, --overwrite",
+        "{image} --psf {psf} -o {arrayextra} --overwrite",
+        "extra.zarr holds more than a zarr array (notes.txt); not replacing it",
+    ),
+    (
+        "symbolic link to a zarr array, --overwrite",
+        "{image} --psf {psf} -o {linkzarr} --overwrite",
+        "link.zarr is a symbolic link (to array.zarr); not replacing it nor what it points to",
+    ),
+    (
+        "read-only zarr array, --overwrite",
+        "{image} --psf {psf} -o {array} --overwrite",
+        "cannot replace {tmp}/array.zarr: it is not writable, so the files in it could not be "
+        "removed",
+        read_only_store,
+    ),
+    (
+        "output store holds the input PSF",
+        "{image} --psf {ome}/0 -o {ome} --overwrite",
+        "image.ome.zarr holds the input psf 1",
+    ),
     (
         "argparse: bad int",
         "{image} --psf {psf} -o {tmp}/a.tif -n abc",
@@ -138,16 +297,20 @@ def test_cli_bad_input_exits_2_with_one_line(
 ):
     if "o_iter2" in args:
         (files["tmp"] / "o_iter2.tif").write_bytes(files["image"].read_bytes())
+    for name in set(re.findall(r"{(\w+)}", args)) - set(files):
+        files[name] = make_target(files["tmp"], name)
     if setup is not None:
-        setup(monkeypatch)
-    inputs = {p: p.read_bytes() for p in files["tmp"].glob("*.tif")}
+        setup(monkeypatch, files["tmp"])
+    inputs = {p: p.read_bytes() for p in files["tmp"].glob("*.tif") if p.is_file()}
     before = {p.name for p in files["tmp"].iterdir()}
+    everything = tree(files["tmp"])
     code, lines = run_cli(capsys, "run", *args.format(**files).split(), "-q", "--backend", backend)
-    assert code == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert code == 2 and len(lines) == 1 and fragment.format(**files) in lines[0], lines
     assert lines[0].startswith("gpu-deconv")
     assert not leftovers(files["tmp"], before)  # no output, no temporary file
     assert all(p.read_bytes() == data for p, data in inputs.items())  # inputs untouched
     assert [p.name for p in files["folder"].iterdir()] == ["keep.txt"]
+    assert tree(files["tmp"]) == everything  # nothing changed: no device, link, store, ...
 
 
 def test_argparse_errors_are_one_line(capsys):
@@ -226,6 +389,111 @@ def test_replacing_a_set_keeps_the_old_set_on_failure(files, capsys, monkeypatch
     assert code == 130 and len(lines) == 1 and "interrupted" in lines[0]
     assert all(p.read_bytes() == data for p, data in old.items())
     assert not list(files["tmp"].glob(".*"))
+
+
+def _write_tiff(path):
+    write_tiff(path, IMAGE, overwrite=True)
+
+
+def _write_text(path):
+    gio.write_text(path, "{}", overwrite=True)
+
+
+def _create_stack(path):
+    with create_stack(path, IMAGE.shape, "float32", "YX", overwrite=True) as out:
+        out[...] = IMAGE
+
+
+def _write_zarr(path):
+    da = pytest.importorskip("dask.array")
+    gio.write_zarr(path, da.from_array(IMAGE), overwrite=True)
+
+
+@pytest.mark.parametrize("writer", [_write_tiff, _write_text, _create_stack, _write_zarr])
+@pytest.mark.parametrize(
+    "name",
+    ["fifo", "null", "sock", "link", "dangling", "group", "omelabels", "arrayextra", "linkzarr"],
+)
+def test_api_writers_refuse_what_overwrite_never_replaces(tmp_path, writer, name):
+    target = make_target(tmp_path, name)
+    before = tree(tmp_path)
+    with pytest.raises(FileExistsError, match="; not replacing it"):
+        writer(target)
+    assert tree(tmp_path) == before
+
+
+def test_a_target_that_becomes_a_fifo_meanwhile_is_not_replaced(tmp_path, monkeypatch):
+    target = tmp_path / "x.tif"
+    target.write_bytes(b"old")
+    real = tifffile.imwrite
+
+    def swap(path, data, **kwargs):  # while the result is written, x.tif becomes a FIFO
+        real(path, data, **kwargs)
+        target.unlink()
+        os.mkfifo(target)
+
+    monkeypatch.setattr(tifffile, "imwrite", swap)
+    with pytest.raises(FileExistsError, match="x.tif is a named pipe"):
+        write_tiff(target, IMAGE, overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(target).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.tif"]
+
+
+def test_overwrite_replaces_a_zarr_array_and_an_ome_zarr_image(files, capsys):
+    from gpu_deconv.stack_io import read_stack
+
+    tmp = files["tmp"]
+    array, image = make_target(tmp, "array"), make_target(tmp, "ome")
+    run = ["run", files["image"], "--psf", files["psf"], "-n", 2, "-q", "--backend", "numpy"]
+    expected = gd.richardson_lucy(IMAGE, PSF, 2, backend="numpy")
+    for out in (array, image, image):  # the second run replaces the first run's image
+        code, lines = run_cli(capsys, *run, "-o", out, "--overwrite")
+        assert code == 0, lines
+    for written in (gio.read_image(array).data, np.asarray(read_stack(image).data[...])):
+        assert np.abs(written - expected).max() <= 1e-3 * expected.max()
+    assert not list(tmp.glob(".*"))  # no hidden .NAME.XXXX.partial or .old
+
+
+def test_a_store_that_cannot_be_removed_after_all_is_reported(files, capsys, monkeypatch):
+    """A folder turns read-only between the check and the removal: the truth, not hidden."""
+    tmp = files["tmp"]
+    array = make_target(tmp, "array")
+    real = shutil.rmtree
+
+    def fail_on_the_old_store(path, *args, **kwargs):
+        if str(path).endswith(".old"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(gio.shutil, "rmtree", fail_on_the_old_store)
+    run = ["run", files["image"], "--psf", files["psf"], "-n", 2, "-q", "--backend", "numpy"]
+    code, lines = run_cli(capsys, *run, "-o", array, "--overwrite")
+    left = list(tmp.glob("array.zarr.old-*"))
+    assert code == 2 and len(lines) == 1 and len(left) == 1, lines
+    assert lines[0] == (
+        f"gpu-deconv: error: wrote {array}, but could not remove all of the store it replaced "
+        f"(Permission denied); what is left of it is in {left[0]}: remove it"
+    )
+    assert not list(tmp.glob(".*"))  # nothing hidden
+    assert gio.read_image(array).data.max() != 1  # the new result is in place
+    assert gio.read_image(left[0]).data.max() == 1  # the old array, named
+
+
+def test_a_failed_swap_puts_the_old_store_back(tmp_path, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    array = make_target(tmp_path, "array")
+    real = Path.rename
+
+    def fail_for_the_new_store(self, target):
+        if self.name.endswith(".partial"):
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", fail_for_the_new_store)
+    with pytest.raises(OSError, match="Input/output error"):
+        gio.write_zarr(array, da.zeros(IMAGE.shape, chunks=20), overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["array.zarr"]
+    assert (gio.read_image(array).data == 1).all()
 
 
 def test_tiff_axes_are_kept(backend, tmp_path, capsys):
@@ -376,6 +644,101 @@ def test_signal_during_the_write_cleans_up(files, sig, code, message):
     assert process.returncode == code
     assert err.strip().splitlines() == [message]
     assert not leftovers(tmp, before)  # no hidden .o.tif.XXXX.tmp, no partial set
+
+
+def as_a_user(argv) -> tuple[int, list[str]]:
+    """Run ``main(argv)`` in a forked child as an ordinary user (``nobody`` when we are root).
+
+    Forked, not a new interpreter: the interpreter may sit where ``nobody`` cannot read it.
+    The child imports nothing new where it can (run the command here first) and gives up
+    after 4 minutes.
+    """
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ frowns on forking a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report the code and stderr through the pipe, never return
+        try:
+            os.close(read)
+            signal.alarm(240)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = main([str(a) for a in argv])
+            os.write(write, f"{code}\n{err.getvalue()}".encode())
+        except BaseException as exc:
+            os.write(write, f"99\n{exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    code, _, err = report.partition("\n")
+    return int(code or -1), err.strip().splitlines()
+
+
+def test_read_only_store_and_others_files_as_a_user(files, capsys):
+    """What an ordinary user sees (root ignores permissions): refused before computing."""
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask")
+    root = os.geteuid() == 0
+    # A shared folder like /tmp (sticky, anyone writes); tmp_path's parents are root's only.
+    shared = Path(tempfile.mkdtemp(prefix="gpu-deconv-test-"))
+    try:
+        os.chmod(shared, 0o1777)
+        for name in ("image", "psf"):
+            shutil.copy(files[name], shared / f"{name}.tif")
+            os.chmod(shared / f"{name}.tif", 0o644)
+        mine = shared / "mine"
+        mine.mkdir()
+        store = mine / "out.zarr"
+        zarr.open_array(str(store), mode="w", shape=IMAGE.shape, dtype="f4", chunks=(20, 20))[:] = 1
+        run = ["run", shared / "image.tif", "--psf", shared / "psf.tif", "-n", 2, "-q"]
+        run += ["--backend", "numpy", "--scheduler", "sync", "--overwrite"]  # no threads
+        assert run_cli(capsys, *run, "-o", shared / "first.zarr")[0] == 0  # imports it all
+        shutil.rmtree(shared / "first.zarr")
+        if root:
+            for path in [mine, *mine.rglob("*")]:
+                os.chown(path, 65534, 65534)
+        chunks = store / "c"  # zarr v3's chunk folder; v2 has none: the array's own folder
+        read_only = chunks if chunks.is_dir() else store
+        os.chmod(read_only, 0o555)
+        before = tree(shared)
+
+        code, lines = as_a_user([*run, "-o", store])
+        assert code == 2, lines
+        assert lines == [
+            f"gpu-deconv: error: cannot replace {store}: "
+            + ("it" if read_only == store else str(read_only))
+            + " is not writable, so the files in it could not be removed"
+        ]
+        assert tree(shared) == before  # nothing written, nothing hidden left
+
+        os.chmod(read_only, 0o755)
+        code, lines = as_a_user([*run, "-o", store])
+        assert code == 0, lines
+        assert gio.read_image(store).data.max() != 1  # replaced
+        assert sorted(p.name for p in mine.iterdir()) == ["out.zarr"]  # nothing hidden left
+
+        if root:  # another user's file in the shared folder: rename would fail after the work
+            theirs = shared / "theirs.tif"
+            theirs.write_bytes(b"root's")
+            code, lines = as_a_user([*run, "-o", theirs])
+            assert code == 2, lines
+            assert lines == [
+                f"gpu-deconv: error: cannot replace {theirs}: another user owns it in the "
+                f"shared folder {shared}"
+            ]
+            assert theirs.read_bytes() == b"root's"
+    finally:
+        for path in [shared, *shared.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                os.chmod(path, 0o755)
+        shutil.rmtree(shared)
 
 
 # ---- damaged inputs: one line naming the file and what is wrong, exit 2 (issue 23, item 8) ----
