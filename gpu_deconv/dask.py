@@ -366,8 +366,9 @@ def tikhonov(
 def wiener(
     image: Any,
     psf: np.ndarray,
-    balance: float,
+    balance: float | None = None,
     *,
+    noise_variance: Any = None,
     regularizer: str = "laplacian",
     backend: str = "auto",
     boundary: str = "reflect",
@@ -390,7 +391,9 @@ def wiener(
     psf : array_like
         Point spread function, as in :func:`gpu_deconv.wiener`.
     balance : float
-        Noise-to-signal ratio (``> 0``), as in :func:`gpu_deconv.wiener`.
+        Noise-to-signal ratio (``> 0``), as in :func:`gpu_deconv.wiener`; required.
+    noise_variance : None
+        Refused with the reason (see above).
     regularizer : {"laplacian", "identity"}, optional
         As in :func:`gpu_deconv.wiener`, by default ``"laplacian"``.
     backend, boundary, normalize_psf, dtype, device, overlap, chunks, max_memory
@@ -406,6 +409,14 @@ def wiener(
     TypeError, ValueError, BackendUnavailableError
         As in :func:`tikhonov`.
     """
+    if noise_variance is not None:
+        raise ValueError(
+            "noise_variance is not offered chunk by chunk: it estimates the signal's power from "
+            "the whole image, which no chunk sees; give balance= (or use gpu_deconv.wiener in "
+            "memory)"
+        )
+    if balance is None:
+        raise TypeError("wiener() needs balance=, the noise-to-signal ratio (> 0)")
     return _filter_graph(
         "wiener",
         image,

@@ -23,8 +23,13 @@ import numpy as np
 import tifffile
 
 from ._reading import CheckedZarr, check_chunks, reading, tiff_voxel_size, zarr_spacing
-from .io import _temporary, check_output_path, replace_directory
-from .stack import SPATIAL
+from .io import (
+    _check_still_replaceable,
+    _temporary,
+    check_output_path,
+    replace_directory,
+)
+from .stack import SPATIAL, check_axes
 
 IMAGEJ_ORDER = "TZCYXS"
 OME_ORDER = "TCZYXS"
@@ -217,6 +222,34 @@ def _scale(node: dict, ndim: int) -> list[float] | None:
     return None
 
 
+def _check_stack_layout(shape, dtype, axes, spacing, channel_names) -> str:
+    """Return ``axes`` checked against the other arguments of :func:`create_stack`."""
+    shape = tuple(shape)
+    if not shape or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in shape):
+        raise ValueError(f"shape must be positive lengths, got {shape}")
+    if not isinstance(axes, str):
+        raise TypeError(f"axes must be a string such as 'TCZYX', got {axes!r}")
+    axes = check_axes(axes, len(shape), colours=True)
+    kind = np.dtype(dtype)
+    if kind.kind not in "biuf":
+        raise TypeError(f"dtype must be boolean, integer or real, got {kind}")
+    spatial = [a for a in axes if a in SPATIAL]
+    if spacing is not None:
+        try:
+            sizes = [float(s) for s in spacing]
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"spacing must be numbers, one per axis of {spatial}") from exc
+        if len(sizes) != len(spatial) or not all(np.isfinite(s) and s > 0 for s in sizes):
+            raise ValueError(
+                f"spacing must be {len(spatial)} positive numbers ({''.join(spatial)}), got "
+                f"{tuple(spacing)}"
+            )
+    channels = shape[axes.index("C")] if "C" in axes else 1
+    if channel_names is not None and len(channel_names) != channels:
+        raise ValueError(f"channel_names must name {channels} channels, got {len(channel_names)}")
+    return axes
+
+
 @contextmanager
 def create_stack(
     path: str | os.PathLike,
@@ -262,6 +295,7 @@ def create_stack(
     FileExistsError, FileNotFoundError, IsADirectoryError, OSError
         As :func:`gpu_deconv.io.check_output_path`.
     """
+    axes = _check_stack_layout(shape, dtype, axes, spacing, channel_names)
     path = check_output_path(path, overwrite)
     order = OME_ORDER if is_ome_tiff(path) or is_ome_zarr(path) else IMAGEJ_ORDER
     stored = "".join(a for a in order if a in axes)
@@ -285,6 +319,7 @@ def create_stack(
         yield np.transpose(array, to_caller)
         array.flush()
         del array
+        _check_still_replaceable(path)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -319,7 +354,10 @@ def _create_ome_zarr(directory: Path, shape, dtype, axes, spacing, info):
 
     group = zarr.open_group(str(directory), mode="w", zarr_format=2)
     chunks = tuple(n if a in SPATIAL else 1 for n, a in zip(shape, axes))
-    array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype)
+    # Every chunk written, also all-zero ones: a missing chunk reads as damage (_reading).
+    array = group.create_array(
+        "0", shape=shape, chunks=chunks, dtype=dtype, config={"write_empty_chunks": True}
+    )
     spatial = iter(spacing or ())
     scale = [next(spatial) if spacing is not None and a in SPATIAL else 1.0 for a in axes]
     kinds = {"T": "time", "C": "channel", "S": "channel"}

@@ -160,9 +160,28 @@ BAD_CALLS = [
         MemoryError,
         "over max_memory=1 (1 byte; max_memory is in bytes)",
     ),
+    # Issue 23, item 9: messages that named the wrong thing.
+    (
+        "subnormal float64 image",
+        dict(image=np.full((16, 16), 1e-310), dtype="float64"),
+        ValueError,
+        "below the float64 normal range",
+    ),
+    (
+        "read noise swamping the image",
+        dict(read_noise=1e20),
+        ValueError,
+        "read_noise**2 = 1e+40 swamps image",
+    ),
+    (
+        "estimate's default start on a dark image",
+        dict(image=np.zeros((16, 16)), boundary="estimate"),
+        ValueError,
+        "init='mean' (also the default start of boundary='estimate')",
+    ),
 ]
 # Cases whose arguments only the NumPy backend reaches (the others run on every backend).
-NUMPY_ONLY = {"device on numpy"}
+NUMPY_ONLY = {"device on numpy", "subnormal float64 image"}
 
 
 def _bad_input_params():
@@ -195,6 +214,50 @@ def test_dask_entry_refuses_the_same(overrides):
         import gpu_deconv.dask as gdd
 
         gdd.richardson_lucy(**kwargs)
+
+
+@pytest.mark.parametrize("backend", ["numpy", OPENCL])
+def test_tv_on_a_dark_image_gives_zeros_as_plain_rl_does(backend):
+    require_backend(backend)
+    dark = np.zeros((16, 16))
+    plain = gd.richardson_lucy(dark, PSF, 3, backend=backend)
+    tv = gd.richardson_lucy(dark, PSF, 3, backend=backend, regularization=1e-3)
+    assert not plain.any() and not tv.any()
+
+
+def test_bad_model_psf_and_output_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="spacing is in micrometres: 100 is over 10 um"):
+        gd.psf.widefield_psf((33, 33), spacing=100, wavelength=0.52, na=1.2)
+    with pytest.raises(ValueError, match="refractive_index must be a medium's index"):
+        gd.psf.widefield_psf((33, 33), spacing=0.1, wavelength=0.52, na=0.3, refractive_index=0.5)
+    with pytest.raises(MemoryError, match="a model PSF of shape 2001x2001x2001 needs about"):
+        gd.psf.widefield_psf((2001,) * 3, spacing=(0.3, 0.1, 0.1), wavelength=0.52, na=1.2)
+    from gpu_deconv.io import write_tiff
+    from gpu_deconv.stack_io import create_stack
+
+    for data, voxel, exc, fragment in [
+        (np.zeros((4, 4)), (1.0,), ValueError, "voxel_size must be positive numbers"),
+        (np.zeros((4, 4)), "x", TypeError, "voxel_size must be numbers"),
+        (np.zeros((0, 4)), None, ValueError, "non-empty 1D, 2D or 3D"),
+        (np.zeros((4, 4), complex), None, TypeError, "boolean, integer or real"),
+    ]:
+        with pytest.raises(exc, match=fragment):
+            write_tiff(tmp_path / "out.tif", data, voxel)
+    for shape, axes, extra, exc, fragment in [
+        ((2, 3, 4), "QYX", {}, ValueError, "distinct letters"),
+        ((0, 3, 4), "ZYX", {}, ValueError, "shape must be positive lengths"),
+        ((2, 3, 4), "ZYX", {"spacing": (1.0,)}, ValueError, "spacing must be 3 positive"),
+        ((2, 3, 4, 5), "CZYX", {"channel_names": ["a"]}, ValueError, "name 2 channels"),
+    ]:
+        with (
+            pytest.raises(exc, match=fragment),
+            create_stack(tmp_path / "stack.tif", shape, "float32", axes=axes, **extra),
+        ):
+            pass
+    assert not list(tmp_path.iterdir())  # nothing left behind
+    gdd = pytest.importorskip("gpu_deconv.dask")
+    with pytest.raises(ValueError, match="noise_variance is not offered chunk by chunk"):
+        gdd.wiener(np.ones((16, 16)), PSF, noise_variance=1.0)
 
 
 def test_negative_image_values_are_clipped_with_warning():
