@@ -329,10 +329,13 @@ class NumpyBackend:
         if offset:
             model = np.add(model, offset, out=out)
         small = model <= eps
-        if noise:  # round-off in the denominator: no ratio beyond the limit there
-            small |= (model <= noise) & (observed > NOISE_RATIO_LIMIT * model)
+        risky = model <= noise if noise else None  # read before out (may be model) is written
         np.divide(observed, model, out=out, where=~small)
         out[small] = 0
+        if risky is not None:  # round-off in the denominator: no ratio beyond the limit there
+            np.greater(out, NOISE_RATIO_LIMIT, out=small)  # small's buffer reused: no temporary
+            small &= risky
+            out[small] = 0
         return out
 
     def multiply(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
