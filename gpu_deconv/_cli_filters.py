@@ -13,16 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from ._cli_common import compute, int_list, report_clipping, size, tile_shape
 from ._validation import BOUNDARIES, REGULARIZERS
 from .backends import available_backends
 from .io import OUTPUT_DTYPES
 
-# What gpu_deconv.cli._compute reads: dask's local threads, no progress bar.
+# What gpu_deconv._cli_common.compute reads: dask's local threads, no progress bar.
 LOCAL = argparse.Namespace(scheduler=None, quiet=True)
 
 
-def add_parsers(sub: Any, tile_shape: Any, int_list: Any, size: Any) -> None:
-    """Add the two subcommands to ``sub`` (the argument types come from :mod:`gpu_deconv.cli`)."""
+def add_parsers(sub: Any) -> None:
+    """Add the two subcommands to ``sub``."""
     wiener = sub.add_parser(
         "wiener",
         help="deconvolve with a Wiener filter (one pass)",
@@ -92,7 +93,6 @@ def run(args: argparse.Namespace) -> None:
     """Filter ``args.image`` and write ``args.output`` (all or nothing)."""
     from . import _filters
     from . import dask as gdd
-    from .cli import _compute, _report_clipping
     from .io import (
         check_free_space,
         check_output_path,
@@ -117,9 +117,9 @@ def run(args: argparse.Namespace) -> None:
         lazy = getattr(gdd, args.command)(image, psf, chunks=chunks, **weights, **options)
         if is_zarr(args.output):
             write_zarr(args.output, lazy.astype(args.output_dtype), args.overwrite,
-                       compute=lambda task: _compute(LOCAL, task))  # fmt: skip
+                       compute=lambda task: compute(LOCAL, task))  # fmt: skip
             return
-        result, voxel = _compute(LOCAL, lazy), None
+        result, voxel = compute(LOCAL, lazy), None
     else:
         image = read_tiff(args.image)
         check_free_space(args.output.parent, image.data.size * np.dtype(args.output_dtype).itemsize)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
         result = function(image.data, psf, tile_shape=args.tile_shape, **weights, **options)
         voxel = image.voxel_size
     data, clipped = convert_for_output(result, args.output_dtype)
-    _report_clipping(args.output, clipped, args.output_dtype)
+    report_clipping(args.output, clipped, args.output_dtype)
     write_tiff(args.output, data, voxel, overwrite=args.overwrite)
 
 

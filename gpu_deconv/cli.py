@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli_filters
+from ._cli_common import compute, float_list, int_list, report_clipping, size, tile_shape
 from ._stopping import DEFAULT_MAX_ITERATIONS, DEFAULT_STOP, STOP_RULES
 from ._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
@@ -35,41 +36,10 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from exc
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-
-
-def _tile_shape(text: str) -> str | list[int] | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    return _int_list(text)
-
-
-def _size(text: str) -> int:
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    try:
-        scale = units.get(text[-1:].upper(), 1)
-        return int(float(text[:-1] if scale > 1 else text) * scale)
-    except (ValueError, OverflowError) as exc:
-        raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from exc
-
-
 def _margin(text: str) -> str | int | list[int]:
     if text in ("full", "half"):
         return text
-    values = _int_list(text)
+    values = int_list(text)
     return values[0] if len(values) == 1 else values
 
 
@@ -218,7 +188,7 @@ def _parser() -> _Parser:
     )
     run.add_argument(
         "--spacing",
-        type=_float_list,
+        type=float_list,
         default=None,
         metavar="DZ,DY,DX",
         help="voxel size per axis for --regularization (default: the TIFF's metadata, else 1)",
@@ -303,7 +273,7 @@ def _parser() -> _Parser:
     )
     run.add_argument(
         "--snapshots",
-        type=_int_list,
+        type=int_list,
         default=None,
         metavar="K[,K...]",
         help="also write OUTPUT_iterK.tif for these iteration counts, e.g. 10,20 (default: none)",
@@ -323,7 +293,7 @@ def _parser() -> _Parser:
     )
     run.add_argument(
         "--tile-shape",
-        type=_tile_shape,
+        type=tile_shape,
         default="auto",
         metavar="auto|none|Z,Y,X",
         help="tile (dask: chunk) size; 'auto' tiles only what does not fit memory "
@@ -331,14 +301,14 @@ def _parser() -> _Parser:
     )
     run.add_argument(
         "--overlap",
-        type=_int_list,
+        type=int_list,
         default=None,
         metavar="N[,N,N]",
         help="voxels of neighbouring data around each tile (default: 10 PSF widths)",
     )
     run.add_argument(
         "--max-memory",
-        type=_size,
+        type=size,
         default=None,
         metavar="SIZE",
         help="backend memory one tile may use, e.g. 2G (default: what the backend offers)",
@@ -386,26 +356,26 @@ def _parser() -> _Parser:
     calibrate.add_argument("--device", default=None, help="OpenCL device name (substring, #k)")
     calibrate.add_argument(
         "--shape",
-        type=_int_list,
+        type=int_list,
         default=None,
         metavar="Z,Y,X",
         help="timed volume, 2D or 3D, each axis >= 14 (default 32,64,64)",
     )
-    _cli_filters.add_parsers(sub, _tile_shape, _int_list, _size)
+    _cli_filters.add_parsers(sub)
 
     psf = sub.add_parser("psf", help="make a PSF")
     psf_sub = psf.add_subparsers(dest="psf_kind", required=True)
     psf.commands = psf_sub.choices  # its kinds, for the flags in messages
     gauss = psf_sub.add_parser("gaussian", help="sampled Gaussian PSF, normalised to sum 1")
-    gauss.add_argument("--shape", type=_int_list, required=True, help="e.g. 25,25 or 9,17,17")
-    gauss.add_argument("--sigma", type=_float_list, required=True, help="one value or one per axis")
+    gauss.add_argument("--shape", type=int_list, required=True, help="e.g. 25,25 or 9,17,17")
+    gauss.add_argument("--sigma", type=float_list, required=True, help="one value or one per axis")
     gauss.add_argument("-o", "--output", type=Path, required=True)
     gauss.add_argument("--overwrite", action="store_true")
     for kind in ("widefield", "confocal"):
         model = psf_sub.add_parser(kind, help=f"{kind} PSF from the optics (the psf package)")
-        model.add_argument("--shape", type=_int_list, required=True, help="Z,Y,X or Y,X voxels")
+        model.add_argument("--shape", type=int_list, required=True, help="Z,Y,X or Y,X voxels")
         model.add_argument(
-            "--spacing", type=_float_list, required=True, help="voxel size in um, one or per axis"
+            "--spacing", type=float_list, required=True, help="voxel size in um, one or per axis"
         )
         model.add_argument(
             "--wavelength", type=float, required=True, help="emission wavelength in um"
@@ -427,16 +397,16 @@ def _parser() -> _Parser:
         "bead", help="PSF from a bead image: background removed, centred, resampled, cropped"
     )
     bead.add_argument("bead", type=Path, help="bead image (TIFF)")
-    bead.add_argument("--shape", type=_int_list, default=None, help="crop to Z,Y,X voxels")
+    bead.add_argument("--shape", type=int_list, default=None, help="crop to Z,Y,X voxels")
     bead.add_argument("--background", type=float, default=None, help="default: median of the faces")
     bead.add_argument(
         "--spacing",
-        type=_float_list,
+        type=float_list,
         default=None,
         help="the bead image's voxel size (default: the file's, if --image-spacing is given)",
     )
     bead.add_argument(
-        "--image-spacing", type=_float_list, default=None, help="resample to this voxel size"
+        "--image-spacing", type=float_list, default=None, help="resample to this voxel size"
     )
     bead.add_argument("-o", "--output", type=Path, required=True)
     bead.add_argument("--overwrite", action="store_true")
@@ -502,7 +472,7 @@ def _run(args: argparse.Namespace) -> None:
     written = []
     for path, k in outputs:
         data, clipped = convert_for_output(camera.output(estimates[k]), args.output_dtype)
-        _report_clipping(path, clipped, args.output_dtype)
+        report_clipping(path, clipped, args.output_dtype)
         written.append((path, data))
     # All or nothing: every output is complete in its temporary file before any is renamed.
     write_tiffs(written, image.voxel_size, args.overwrite)
@@ -687,7 +657,7 @@ def _run_stack(args: argparse.Namespace) -> None:
             tile_shape=args.tile_shape,
             **options,
         )
-    _report_clipping(args.output, clipped, args.output_dtype)
+    report_clipping(args.output, clipped, args.output_dtype)
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, Path]:
@@ -698,15 +668,6 @@ def _inputs(args: argparse.Namespace) -> dict[str, Path]:
     if isinstance(args.background, Path):
         inputs["background"] = args.background
     return inputs
-
-
-def _report_clipping(path: Path, clipped: int, dtype: str) -> None:
-    if clipped:
-        print(
-            f"gpu-deconv: warning: {clipped} voxels of {path.name} were outside the "
-            f"{dtype} range and were clipped",
-            file=sys.stderr,
-        )
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -782,53 +743,16 @@ def _run_lazy(args: argparse.Namespace) -> None:
     if not zarr_out:
         from .io import convert_for_output
 
-        data, clipped = convert_for_output(_compute(args, result), args.output_dtype)
-        _report_clipping(args.output, clipped, args.output_dtype)
+        data, clipped = convert_for_output(compute(args, result), args.output_dtype)
+        report_clipping(args.output, clipped, args.output_dtype)
         write_tiff(args.output, data, voxel, overwrite=args.overwrite)
         return
     write_zarr(
         args.output,
         result.astype(args.output_dtype),
         args.overwrite,
-        compute=lambda task: _compute(args, task),
+        compute=lambda task: compute(args, task),
     )
-
-
-def _compute(args: argparse.Namespace, task):
-    """Compute a dask collection on the chosen scheduler, with progress on stderr."""
-    import contextlib
-
-    address = args.scheduler
-    if address is not None and address not in ("threads", "sync", "processes"):
-        try:
-            from distributed import Client, progress
-        except ImportError as exc:
-            raise ValueError("--scheduler ADDRESS needs dask.distributed installed") from exc
-        try:
-            client = Client(address, timeout="10s")
-        except OSError as exc:
-            raise ValueError(f"cannot reach the dask scheduler at {address}: {exc}") from exc
-        with client:
-            try:  # a scheduler without workers would wait forever
-                client.wait_for_workers(1, timeout=60)
-            except TimeoutError as exc:
-                raise ValueError(f"the dask scheduler at {address} has no workers") from exc
-            future = client.compute(task)
-            try:
-                if not args.quiet:
-                    with contextlib.redirect_stdout(sys.stderr):
-                        progress(future)
-                return future.result()
-            except BaseException:  # Ctrl-C, SIGTERM: the cluster drops the run's tasks
-                client.cancel(future, force=True)
-                raise
-    from dask.diagnostics import ProgressBar
-
-    from .dask import compute_stoppable
-
-    bar = contextlib.nullcontext() if args.quiet else ProgressBar(out=sys.stderr)
-    with bar:  # interrupted, the running chunks stop before the output is removed
-        return compute_stoppable(task, address or "threads")
 
 
 def _demo(args: argparse.Namespace) -> None:
