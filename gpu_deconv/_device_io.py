@@ -160,12 +160,7 @@ def check_mask(be: Any, mask: Any, shape: tuple[int, ...]) -> Any:
 
 
 def check_background(be: Any, background: Any, shape: tuple[int, ...]) -> Any:
-    """Return the background as a float or a device float32 map of the image's shape."""
-    from ._noise import check_background as check_host
-
-    if not is_device_array(background):
-        level = check_host(background, shape, np.dtype(np.float32))
-        return level if isinstance(level, float) else be.to_backend(level)
+    """Return a device background map (float32, the image's shape), validated on the device."""
     level, found = _float32(be, background, "background", shape)
     if found.min < 0:
         raise ValueError("background must be finite and >= 0 everywhere")

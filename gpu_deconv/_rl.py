@@ -542,7 +542,11 @@ def deconvolve(
     )
     if template is not None:
         mask = dio.check_mask(be, mask, image.shape)
-        background = dio.check_background(be, background, image.shape)
+        if dio.is_device_array(background):
+            background = dio.check_background(be, background, image.shape)
+        else:  # a number, or a host map uploaded once
+            background = _noise.check_background(background, image.shape, image.dtype)
+            background = be.to_backend(background) if dio.is_array(background) else background
         tile_shape = None  # a device image is deconvolved whole, where it is
     else:
         mask = v.check_mask(mask, image.shape)

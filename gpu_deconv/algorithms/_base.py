@@ -144,28 +144,13 @@ class BackProjection:
     def _ratio(self, x: Any) -> Any:
         """Return the buffer holding the ratio ``g / (H x + b)``."""
         m = self._model
+        model = dict(background=m.background, offset=m.offset, noise=m.noise)
         fused = getattr(m.operator, "convolve_ratio", None)  # one pass fewer where offered
         if fused is not None:
-            fused(
-                x,
-                m.observed,
-                m.eps,
-                self._blurred,
-                background=m.background,
-                offset=m.offset,
-                noise=m.noise,
-            )
+            fused(x, m.observed, m.eps, self._blurred, **model)
             return self._blurred
         m.operator.convolve(x, out=self._blurred)
-        return m.backend.ratio(
-            m.observed,
-            self._blurred,
-            m.eps,
-            self._blurred,
-            background=m.background,
-            offset=m.offset,
-            noise=m.noise,
-        )
+        return m.backend.ratio(m.observed, self._blurred, m.eps, self._blurred, **model)
 
     def update(self, x: Any, weights: Any, out: Any, floor: float | None = None) -> Any:
         """Write the Richardson-Lucy step from ``x`` into ``out`` (which may be ``x``).

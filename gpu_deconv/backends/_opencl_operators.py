@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -22,9 +22,6 @@ from ._planning import (
     embed_psf,
     fft_geometry,
 )
-
-if TYPE_CHECKING:  # the backend hands itself to its operators
-    from .opencl_backend import OpenCLBackend
 
 BOUNDARY_CODES = {"reflect": 0, "nearest": 1, "mirror": 2, "wrap": 3, "constant": 4}
 
@@ -138,7 +135,7 @@ class FusedUpdates:
     crop (kernel arguments, work size).
     """
 
-    _be: OpenCLBackend
+    _be: Any  # the OpenCLBackend (not imported: it imports this module)
     _correlated: Callable[[Any], tuple[Any, tuple[list[np.int32], tuple[int, int, int]]]]
 
     def correlate_update(self, y, point, weights, floor: float | None, out):
@@ -173,7 +170,7 @@ class SpatialOperator:
     method = "spatial"
     inplace = False
 
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
+    def __init__(self, backend: Any, plan: BlurPlan, psf: np.ndarray, shape, boundary):
         self.plan = plan
         self._be = backend
         self._psf = backend.upload(psf.astype(np.float32))
@@ -205,7 +202,7 @@ class SeparableOperator:
     method = "separable"
     inplace = False
 
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, profiles, shape, boundary: str):
+    def __init__(self, backend: Any, plan: BlurPlan, profiles, shape, boundary: str):
         self.plan = plan
         self._be = backend
         lead = 3 - len(shape)
@@ -255,7 +252,7 @@ class DCTOperator:
     method = "fft"
     inplace = True
 
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
+    def __init__(self, backend: Any, plan: BlurPlan, psf: np.ndarray, shape, boundary):
         import pyopencl.array as cla
 
         self.plan = plan
@@ -335,7 +332,7 @@ class FFTOperator(FusedUpdates):
     method = "fft"
     transform = "rfft"
 
-    def __init__(self, backend: OpenCLBackend, plan: BlurPlan, psf: np.ndarray, shape, boundary):
+    def __init__(self, backend: Any, plan: BlurPlan, psf: np.ndarray, shape, boundary):
         import pyopencl.array as cla
 
         self.plan = plan
