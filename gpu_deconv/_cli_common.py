@@ -7,8 +7,12 @@ the other's helpers.
 from __future__ import annotations
 
 import argparse
+import datetime
+import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def int_list(text: str) -> list[int]:
@@ -86,3 +90,29 @@ def compute(args: argparse.Namespace, task):
     bar = contextlib.nullcontext() if args.quiet else ProgressBar(out=sys.stderr)
     with bar:  # interrupted, the running chunks stop before the output is removed
         return compute_stoppable(task, address or "threads")
+
+
+def provenance(
+    args: argparse.Namespace, inputs: Mapping[str, Any], info: Any = None, backend: Any = None
+) -> dict:
+    """Return how an output was made: version, date, command, inputs, and what actually ran.
+
+    ``info`` (a run's :class:`~gpu_deconv.Info`) gives the backend, method, device and
+    iterations used; without it, ``backend`` (a built backend) gives its name and device.
+    """
+    from . import __version__
+
+    record: dict[str, Any] = {
+        "software": "gpu_deconv",
+        "version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["gpu-deconv", *getattr(args, "argv", sys.argv[1:])]),
+        "inputs": {name: str(path) for name, path in inputs.items()},
+    }
+    if info is not None:
+        record.update(
+            backend=info.backend, method=info.method, device=info.device, iterations=info.iterations
+        )
+    elif backend is not None:
+        record.update(backend=backend.name, device=backend.device_name)
+    return record

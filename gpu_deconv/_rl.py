@@ -776,6 +776,7 @@ def _solve(
     with be.lock:
         operator = be.blur_operator(piece)
         logger.debug("backend=%s method=%s (asked %s)", be.name, operator.method, p.method)
+        info.backend, info.method, info.device = be.name, operator.method, be.device_name
         _precision.check_dynamic_range(image, operator.method, stacklevel=stacklevel)
         # Where a float32 FFT's round-off stands in for a blur that should be 0.
         noise = _precision.round_off_level(operator.method, dtype) * peak

@@ -71,6 +71,9 @@ class Info:
     rule_met : bool
         Whether the rule stopped the run (False: it ran ``max_iterations``, with a
         :class:`StoppingWarning`); True for fixed counts.
+    backend, method, device : str
+        What the run actually used (never ``"auto"``): the backend's name, the blur's method
+        and the device's name (empty on NumPy).
     """
 
     iterations: int
@@ -79,6 +82,9 @@ class Info:
     tv_guarded: int = 0
     holdout_iterations: tuple[int, ...] = ()
     rule_met: bool = True
+    backend: str = ""
+    method: str = ""
+    device: str = ""
 
 
 def check_stop(

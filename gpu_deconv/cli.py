@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli_filters
-from ._cli_common import compute, float_list, int_list, report_clipping, size, tile_shape
+from ._cli_common import (
+    compute,
+    float_list,
+    int_list,
+    provenance,
+    report_clipping,
+    size,
+    tile_shape,
+)
 from ._stopping import DEFAULT_MAX_ITERATIONS, DEFAULT_STOP, STOP_RULES
 from ._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
 from .backends import BackendUnavailableError, available_backends
@@ -467,15 +475,17 @@ def _run(args: argparse.Namespace) -> None:
     if args.iterations == "auto":
         estimates = {info.iterations: estimates}
         outputs = [(args.output, info.iterations)]
+    made = provenance(args, inputs, info)
     if args.info is not None:
-        _write_info(args.info, info, args.overwrite)
+        _write_info(args.info, info, args.overwrite, made)
     written = []
     for path, k in outputs:
         data, clipped = convert_for_output(camera.output(estimates[k]), args.output_dtype)
         report_clipping(path, clipped, args.output_dtype)
         written.append((path, data))
     # All or nothing: every output is complete in its temporary file before any is renamed.
-    write_tiffs(written, image.voxel_size, args.overwrite)
+    records = [{**made, "iterations": k, "options": _recorded(args)} for _, k in outputs]
+    write_tiffs(written, image.voxel_size, args.overwrite, records)
 
 
 class _Camera:
@@ -558,14 +568,25 @@ def _model_options(args: argparse.Namespace, camera: _Camera, read, voxel) -> di
     )
 
 
-def _write_info(path: Path, info, overwrite: bool) -> None:
-    """Write a run's :class:`~gpu_deconv.Info` as JSON (atomically, like every output)."""
+def _write_info(path: Path, info, overwrite: bool, made: dict | None = None) -> None:
+    """Write a run's :class:`~gpu_deconv.Info` as JSON (atomically, like every output).
+
+    ``made`` (the run's provenance) is recorded beside it, under ``"provenance"``.
+    """
     import dataclasses
     import json
 
     from .io import write_text
 
-    write_text(path, json.dumps(dataclasses.asdict(info), indent=1) + "\n", overwrite)
+    record = dataclasses.asdict(info)
+    if made is not None:
+        record["provenance"] = made
+    write_text(path, json.dumps(record, indent=1, default=str) + "\n", overwrite)
+
+
+def _recorded(args: argparse.Namespace) -> dict:
+    """Return the run's options as outputs record them (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in _options(args).items()}
 
 
 def _distinct(paths: list[Path]) -> list[Path]:
@@ -618,11 +639,16 @@ def _run_stack(args: argparse.Namespace) -> None:
     inputs = {"image": args.image, **{f"psf {i + 1}": p for i, p in enumerate(args.psf)}}
     check_output_path(args.output, args.overwrite, inputs=inputs)
     options = _options(args)
+    from .backends import get_backend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # richardson_lucy warns for itself, once per volume
+        used = get_backend(args.backend, device=args.device)
     parameters = {
-        "software": "gpu_deconv",
+        **provenance(args, inputs, backend=used),
         "iterations": args.iterations,
         "psf": [str(p) for p in args.psf],
-        **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "options": _recorded(args),
     }
     clipped = 0
 
@@ -737,15 +763,17 @@ def _run_lazy(args: argparse.Namespace) -> None:
         ),
         **_options(args),
     )
+    made = provenance(args, _inputs(args), info if info.backend else None)
     if args.info is not None:  # -n auto: the central chunk's records
-        _write_info(args.info, info, args.overwrite)
+        _write_info(args.info, info, args.overwrite, made)
     result = camera.output(result)
     if not zarr_out:
         from .io import convert_for_output
 
         data, clipped = convert_for_output(compute(args, result), args.output_dtype)
         report_clipping(args.output, clipped, args.output_dtype)
-        write_tiff(args.output, data, voxel, overwrite=args.overwrite)
+        record = {**made, "iterations": info.iterations, "options": _recorded(args)}
+        write_tiff(args.output, data, voxel, overwrite=args.overwrite, parameters=record)
         return
     write_zarr(
         args.output,
@@ -1025,6 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the outputs
     except SystemExit as exc:  # --help, --version, or a usage error (already reported)
         return exc.code if isinstance(exc.code, int) else 0
     flags, paths = _flags(parser, args), _paths(args)

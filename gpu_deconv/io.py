@@ -458,7 +458,10 @@ def _check_tiff_data(data: Any, voxel_size: Any) -> None:
         )
 
 
-def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dict:
+def _tiff_options(
+    data: np.ndarray, voxel_size: tuple[float, ...] | None, parameters: dict | None = None
+) -> dict:
+    """Tifffile's options for ``data``; ``parameters`` go in as JSON (ImageJ ``Info``)."""
     _check_tiff_data(data, voxel_size)
     # ImageJ hyperstacks where ImageJ reads the shape back as written (no float64, no 1D,
     # no single-plane volume, which ImageJ reads as 2D); tifffile's shaped TIFF otherwise.
@@ -473,6 +476,9 @@ def _tiff_options(data: np.ndarray, voxel_size: tuple[float, ...] | None) -> dic
         kwargs["resolution"] = (1.0 / voxel_size[-1], 1.0 / voxel_size[-2])
         if data.ndim == 3 and len(voxel_size) == 3:
             kwargs["metadata"]["spacing"] = voxel_size[0]
+    if parameters is not None:  # ImageJ's Info, as stacks record them; else tifffile's JSON
+        text = json.dumps(parameters, sort_keys=True, default=str)
+        kwargs.setdefault("metadata", {})["Info" if imagej else "gpu_deconv"] = text
     return kwargs
 
 
@@ -481,6 +487,7 @@ def write_tiff(
     data: np.ndarray,
     voxel_size: tuple[float, ...] | None = None,
     overwrite: bool = False,
+    parameters: dict | None = None,
 ) -> Path:
     """Write ``data`` as an ImageJ-compatible TIFF, atomically.
 
@@ -498,6 +505,9 @@ def write_tiff(
         (z,) y, x voxel size to record.
     overwrite : bool, optional
         Replace an existing file, by default False.
+    parameters : dict, optional
+        How the data were made (provenance), recorded as JSON: ImageJ's ``Info`` field (or
+        tifffile's metadata ``gpu_deconv`` where the file is not an ImageJ one).
 
     Returns
     -------
@@ -515,13 +525,14 @@ def write_tiff(
         If the directory does not take the file (see :func:`check_output_path`) or the disk
         is full; nothing is left behind.
     """
-    return write_tiffs([(path, data)], voxel_size, overwrite)[0]
+    return write_tiffs([(path, data)], voxel_size, overwrite, parameters)[0]
 
 
 def write_tiffs(
     outputs: Sequence[tuple[str | os.PathLike, np.ndarray]],
     voxel_size: tuple[float, ...] | None = None,
     overwrite: bool = False,
+    parameters: dict | Sequence[dict] | None = None,
 ) -> list[Path]:
     """Write several TIFFs all or nothing, as :func:`write_tiff` writes one.
 
@@ -537,6 +548,9 @@ def write_tiffs(
         (z,) y, x voxel size to record in every file.
     overwrite : bool, optional
         Replace existing files, by default False.
+    parameters : dict or sequence of dict, optional
+        Provenance recorded as :func:`write_tiff` records it: one dict for every file, or one
+        per output.
 
     Returns
     -------
@@ -559,11 +573,13 @@ def write_tiffs(
     for directory, nbytes in by_directory.items():
         check_free_space(directory, nbytes)
     temporaries: list[Path] = []
+    records = [parameters] * len(outputs) if not isinstance(parameters, Sequence) else parameters
     try:
-        for path, (_, data) in zip(paths, outputs):
+        for path, (_, data), record in zip(paths, outputs, records):
             temporaries.append(_temporary(path, ".tmp"))
             try:
-                tifffile.imwrite(temporaries[-1], data, **_tiff_options(data, voxel_size))
+                options = _tiff_options(data, voxel_size, record)
+                tifffile.imwrite(temporaries[-1], data, **options)
             except OSError as exc:  # tifffile reports a full disk as "N requested, M written"
                 reason = exc.strerror or str(exc)
                 if shutil.disk_usage(path.parent).free < data.nbytes:

@@ -484,3 +484,31 @@ def test_psf_errors_name_the_psf_kinds_flags(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("gpu-deconv: error: --spacing must be one number")
     assert main([*argv[:5], "0.1", "--wavelength", "520", "--na", "1.0", "-o", "h.tif"]) == 2
     assert "--wavelength is in micrometres: 520.0" in capsys.readouterr().err
+
+
+def test_outputs_and_info_record_how_they_were_made(tmp_path):
+    # Issue 22, item 3: the version, date, command, inputs and what actually ran (never "auto").
+    import json
+
+    from gpu_deconv import cli
+
+    rng = np.random.default_rng(0)
+    write_tiff(tmp_path / "im.tif", (rng.random((24, 30)) * 100 + 5).astype(np.float32))
+    write_tiff(tmp_path / "psf.tif", gd.psf.gaussian_psf((7, 7), 1.2).astype(np.float32))
+    argv = [
+        "run", str(tmp_path / "im.tif"), "--psf", str(tmp_path / "psf.tif"), "-n", "4",
+        "--snapshots", "2", "-o", str(tmp_path / "out.tif"), "--info",
+        str(tmp_path / "info.json"), "--quiet",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    for name, count in (("out.tif", 4), ("out_iter2.tif", 2)):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            made = json.loads(tif.imagej_metadata["Info"])
+        assert made["iterations"] == count and made["version"] == gd.__version__
+        assert made["backend"] in ("numpy", "opencl") and made["method"] in ("fft", "spatial")
+        assert made["command"] == "gpu-deconv " + " ".join(argv)
+        assert made["inputs"] == {"image": argv[1], "psf": argv[3]}
+        assert made["date"].endswith("+00:00") and made["options"]["boundary"] == "reflect"
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["backend"] == info["provenance"]["backend"] != "auto"
+    assert info["iterations"] == 4 and info["provenance"]["inputs"]["psf"] == argv[3]

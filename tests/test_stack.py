@@ -142,6 +142,10 @@ def test_cli_imagej_hyperstack_two_psfs_matches_api(tmp_path):
     assert out.axes == "TZCYX" and out.data.shape == data.shape
     assert out.spacing == pytest.approx((0.3, 0.12, 0.1), rel=1e-6)
     assert out.parameters["iterations"] == 5 and len(out.parameters["psf"]) == 2
+    # Provenance: the version, the command, the inputs and the backend actually used.
+    made = out.parameters
+    assert made["version"] == gd.__version__ and made["command"].startswith("gpu-deconv run ")
+    assert made["backend"] == "numpy" and made["inputs"]["image"] == f"{tmp_path}/in.tif"
     for t in range(2):
         for c in range(2):
             psf = PSFS[c].astype(np.float32)
