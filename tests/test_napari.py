@@ -91,6 +91,9 @@ def test_deconvolve_function_equals_the_api(backend):
     np.testing.assert_array_equal(result, expected)
     assert metadata["gpu_deconv"]["spacing"] == (0.26, 0.26)
     assert metadata["gpu_deconv"]["axes"] == "YX" and metadata["gpu_deconv"]["iterations"] == 12
+    # Provenance: the version, the date and the backend actually used (never "auto").
+    assert metadata["gpu_deconv"]["version"] == gd.__version__
+    assert metadata["gpu_deconv"]["backend"] in ("numpy", "opencl")
     stack = np.stack([blurred, blurred * 2])  # a 2-time-point series, TYX
     series, _ = deconvolve(stack, psf, {"iterations": 3, "backend": backend}, axes="TYX")
     np.testing.assert_allclose(series[1], 2 * series[0], rtol=1e-5)

@@ -8,6 +8,8 @@ keywords, so a new option of the API is one line here.
 
 from __future__ import annotations
 
+import datetime
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .._validation import ACCELERATIONS, BOUNDARIES, ESTIMATED_BOUNDARIES, METHODS
-from ..backends import available_backends
+from ..backends import available_backends, get_backend
 from ..psf import confocal_psf, gaussian_psf, widefield_psf
 from ..samples import nucleus
 from ..stack import check_axes, check_colours, deconvolve_stack
@@ -175,7 +177,8 @@ def deconvolve(
     ndarray
         The result, of the data's shape.
     dict
-        ``{"gpu_deconv": parameters}``: the keywords of the run, the axes and ``spacing``.
+        ``{"gpu_deconv": parameters}``: the keywords of the run (``backend`` and ``device``
+        as actually used), the axes and ``spacing``, the package version and the date.
 
     Raises
     ------
@@ -194,8 +197,31 @@ def deconvolve(
     result = deconvolve_stack(
         data, np.asarray(psf), iterations, axes=axes, callback=callback, **options
     )
-    parameters = {"iterations": iterations, **options, "axes": axes, "spacing": spacing}
+    parameters = {
+        **_made(),
+        "iterations": iterations,
+        **options,
+        **_ran_on(options),
+        "axes": axes,
+        "spacing": spacing,
+    }
     return result, {"gpu_deconv": parameters}
+
+
+def _made() -> dict[str, Any]:
+    """Return the package and the date of a result (its provenance)."""
+    from .. import __version__
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"software": "gpu_deconv", "version": __version__, "date": now}
+
+
+def _ran_on(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the backend and device the run actually used (never ``"auto"``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the run itself warned already
+        used = get_backend(options.get("backend", "auto"), device=options.get("device"))
+    return {"backend": used.name, "device": used.device_name or None}
 
 
 def model_psf(
