@@ -183,8 +183,7 @@ def seconds_per_iteration(shape, psf, method, boundary, acceleration, dct, repea
 
 def kernel_seconds(shape, psf, calls=30) -> dict:
     """Milliseconds per call of the fused kernels against the pairs they replace (padded rfft)."""
-    from gpu_deconv.backends._opencl_operators import i32 as _i32
-    from gpu_deconv.backends._opencl_operators import shape3 as _shape3
+    from gpu_deconv.backends._opencl_operators import crop_of
     from gpu_deconv.backends._planning import fft_geometry
 
     backend = _backend(False)
@@ -195,9 +194,7 @@ def kernel_seconds(shape, psf, calls=30) -> dict:
     buffer = backend.to_backend(rng.random((*padded[:-1], row), dtype=np.float32) + 1)
     observed, estimate = (backend.to_backend(rng.random(shape, dtype=np.float32)) for _ in "ab")
     out = backend.empty(shape, np.float32)
-    n0, n1, n2 = _shape3(shape)
-    crop = (*_i32(n1, n2, _shape3(padded)[1], row), *_i32(*_shape3(geometry.pad_before, 0)))
-    where = (n2, n1, n0)
+    crop, where = crop_of(shape, geometry.pad_before, padded, row)
     # background (none), offset, eps, round-off level (none), ratio limit
     no_background = (
         observed.data, np.int32(0), np.float32(0), np.float32(1e-12), np.float32(0), np.float32(10)

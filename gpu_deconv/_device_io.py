@@ -196,8 +196,7 @@ def array_mean(array: Any) -> float:
     """Return the mean of a host or device array."""
     if not is_device_array(array):
         return float(array.mean())
-    found = statistics(array)
-    return found.sum / found.kept
+    return mean(backend_for(array, "opencl", None), array)
 
 
 def mean(be: Any, array: Any, mask: Any = None) -> float:

@@ -864,16 +864,15 @@ def _solve(
 
 
 def _iterate(
-    algorithm, model, count, limit, keep, callback, bar, monitor=None, rule=None, take=None
+    algorithm, model, count, limit, keep, callback, bar, monitor, rule, take
 ) -> tuple[dict[int, np.ndarray], list[dict[str, float]]]:
     """Step ``algorithm`` ``count`` times, or until ``rule`` says stop (at most ``limit``).
 
     Returns ``{k: estimate}`` for ``keep`` (and the stop, unless the rule is the hold-out's),
     and the monitor's records (empty without a monitor). ``take(estimate, region)`` copies an
-    estimate out (by default to the host).
+    estimate out (``to_numpy``, or ``region_copy`` to keep it on the device).
     """
     be, plan = model.backend, model.operator.plan
-    take = be.to_numpy if take is None else take
     region = None if plan.same_domain else plan.observed
     kept = {0: take(algorithm.estimate, region)} if 0 in keep else {}
     history = [] if monitor is None else [monitor.record(0, algorithm.estimate)]

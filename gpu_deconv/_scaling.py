@@ -144,7 +144,8 @@ def scale_problem(image: Any, start: Any, psf: np.ndarray, eps: float) -> Scaled
         psf = np.ldexp(psf, -psf_k)
     # Guard in scaled units: H f <= eps * max(image) becomes H' f' <= eps * max(image')
     # with H' = 2**-psf_k H and f' = 2**-k f.
-    threshold = eps * math.ldexp(peak, -k - psf_k)
+    reference = math.ldexp(peak, -k - psf_k)  # the maximum in the guard's scaled units
+    threshold = eps * reference
     psf_sum = float(psf.sum())
     limit = init_limit(image.dtype)
     scaled_start: np.ndarray | float
@@ -159,7 +160,7 @@ def scale_problem(image: Any, start: Any, psf: np.ndarray, eps: float) -> Scaled
         _check_start(value, float(start), peak, limit, threshold, psf_sum, image.dtype)
         scaled_start = value
     scale_in_place(image, k)
-    return Scaled(image, scaled_start, psf, threshold, k, math.ldexp(peak, -k - psf_k))
+    return Scaled(image, scaled_start, psf, threshold, k, reference)
 
 
 def _check_start(scaled, value, peak, limit, threshold, psf_sum, dtype) -> None:

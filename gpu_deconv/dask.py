@@ -41,6 +41,7 @@ from ._rl import interrupt_check
 from ._rl import richardson_lucy as _richardson_lucy
 from ._stopping import Info, check_stop
 from .backends import available_backends, backend_dtypes
+from .backends._opencl_devices import distinct_selectors
 from .tiling import resolve_overlap, window_boundary
 
 logger = logging.getLogger("gpu_deconv")
@@ -784,7 +785,7 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
         if devices:
             choices = list(devices)
         else:
-            found = next(iter(client.run(_device_selectors, workers=addresses[:1]).values()))
+            found = next(iter(client.run(distinct_selectors, workers=addresses[:1]).values()))
             choices = found or ["#0"]  # no usable device: the worker's check says why
         for i, address in enumerate(addresses):
             selector = choices[i % len(choices)]
@@ -792,13 +793,6 @@ def assign_devices(client: Any, devices: Sequence[str] | None = None) -> dict[st
             selectors[workers[address]["name"]] = selector
     client.register_plugin(DevicePlugin(selectors))
     return assigned
-
-
-def _device_selectors() -> list[str]:
-    """Return this host's usable devices of the default's kind, each once."""
-    from .backends._opencl_devices import distinct_selectors
-
-    return distinct_selectors()
 
 
 def _device_name(selector: str) -> str:

@@ -17,6 +17,7 @@ from test_tiling import assert_seamless
 
 import gpu_deconv as gd
 import gpu_deconv.dask as gdd
+from gpu_deconv.backends._opencl_devices import distinct_selectors
 from gpu_deconv.io import open_lazy, read_tiff, write_tiff
 from gpu_deconv.psf import gaussian_psf
 
@@ -115,7 +116,7 @@ def test_distributed_opencl_workers_lazy_tiff_and_cli(volume, tmp_path, monkeypa
         assigned = gdd.assign_devices(client)
         assert len(assigned) == 2
         assert set(assigned.values()) <= {d.name for d in gd.list_devices()}
-        count = len(next(iter(client.run(gdd._device_selectors).values())))
+        count = len(next(iter(client.run(distinct_selectors).values())))
         expected = [0, 1] if count >= 2 else [0, 0]  # a one-GPU host: both share it
         first, second = sorted(client.scheduler_info()["workers"])
         reports = [client.submit(_worker_devices, workers=[w], pure=False) for w in (first, second)]

@@ -41,6 +41,18 @@ def whole_args(array: Any) -> list[np.int32]:
     return i32(n1, n2, n1, n2, 0, 0, 0)
 
 
+def crop_of(shape, offset, padded, row: int | None = None) -> tuple[list[np.int32], tuple]:
+    """``crop`` kernel arguments and work size: ``shape`` at ``offset`` out of ``padded``.
+
+    ``row`` is the padded buffer's row length in floats (by default its last axis; an in-place
+    R2C buffer's rows are longer).
+    """
+    _, m1, m2 = shape3(padded)
+    n0, n1, n2 = shape3(shape)
+    b0, b1, b2 = shape3(offset, fill=0)
+    return i32(n1, n2, m1, m2 if row is None else row, b0, b1, b2), (n2, n1, n0)
+
+
 def optional_buffer(array: Any, stand_in: Any) -> tuple[Any, np.int32]:
     """Kernel arguments of an optional buffer: the buffer (or any valid one) and whether it is."""
     return (stand_in if array is None else array).data, np.int32(array is not None)
@@ -270,7 +282,7 @@ class DCTOperator:
             b0, b1, b2 = shape3(geometry.pad_before, fill=0)
             mode = BOUNDARY_CODES[boundary]
             self._pad = (i32(n0, n1, n2, m1, m2, b0, b1, b2, mode), (m2, m1, m0))
-            self._crop = (i32(n1, n2, m1, m2, b0, b1, b2), (n2, n1, n0))
+            self._crop = crop_of(shape, geometry.pad_before, grid)
         # Only axes the PSF blurs and the grid extends: VkFFT refuses length-1 axes, and there
         # a symmetric PSF only scales (the gain has that axis' sum).
         axes = tuple(a - len(grid) for a, n in enumerate(psf.shape) if n > 1 and grid[a] > 1)
@@ -369,9 +381,7 @@ class FFTOperator(FusedUpdates):
         m0, m1, m2 = shape3(padded)
         (n0, n1, n2), (b0, b1, b2) = shape3(source[0]), shape3(source[1], fill=0)
         pad = (i32(n0, n1, n2, m1, row, b0, b1, b2, mode), (m2, m1, m0))
-        (n0, n1, n2), (b0, b1, b2) = shape3(target[0]), shape3(target[1], fill=0)
-        crop = (i32(n1, n2, m1, row, b0, b1, b2), (n2, n1, n0))
-        return pad, crop
+        return pad, crop_of(target[0], target[1], padded, row)
 
     def _transform(self, x, direction) -> None:
         """Pad ``x`` into the buffer and leave ``H x`` (or ``H^T x``) there, uncropped."""

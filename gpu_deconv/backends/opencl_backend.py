@@ -44,6 +44,7 @@ from ._opencl_operators import (
     PaddedDCTOperator,
     SeparableOperator,
     SpatialOperator,
+    crop_of,
     fused_change_update,
     fused_momentum_update,
     i32,
@@ -234,16 +235,8 @@ class OpenCLBackend:
             return self.copy(array)
         shape = tuple(s.stop - s.start for s in region)
         out = self.empty(shape, np.float32)
-        m0, m1, m2 = shape3(array.shape)
-        b0, b1, b2 = shape3(tuple(s.start for s in region), fill=0)
-        _, n1, n2 = shape3(shape)
-        self.launch(
-            "crop",
-            (n2, n1, shape3(shape)[0]),
-            out.data,
-            array.data,
-            *i32(n1, n2, m1, m2, b0, b1, b2),
-        )
+        crop_args, crop_global = crop_of(shape, tuple(s.start for s in region), array.shape)
+        self.launch("crop", crop_global, out.data, array.data, *crop_args)
         return out
 
     # -- device-side allocation ------------------------------------------------------------------
