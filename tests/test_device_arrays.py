@@ -233,3 +233,24 @@ def test_device_input_validation_is_clear(queue):
     # Other dtypes are converted on the device, as NumPy images are on the host.
     counts = gd.richardson_lucy(to_device(queue, image.astype(np.uint16)), psf, 3)
     assert rel_rms(counts.get(), gd.richardson_lucy(image, psf, 3, backend="numpy")) < 1e-5
+
+
+def test_statistics_match_numpy_in_one_pass(queue):
+    # OpenCLBackend.statistics: the driver's validation and start on a device image.
+    from gpu_deconv._device_io import backend_for
+
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((30, 41)) * 50).astype(np.float32)
+    x[3, 4], x[7, 8] = np.nan, np.inf
+    mask = (rng.random(x.shape) > 0.3).astype(np.float32)
+    other = rng.random(x.shape).astype(np.float32) * 20
+    device = to_device(queue, x)
+    be = backend_for(device, "auto", None)
+    found = be.statistics(device, to_device(queue, mask), to_device(queue, other), 2.5, 30.0)
+    finite = np.isfinite(x)
+    kept = finite & (mask > 0)
+    assert found.nonfinite == 2 and found.kept == int(kept.sum())
+    assert found.sum == pytest.approx(float(x[kept].astype(np.float64).sum()), rel=1e-12)
+    assert (found.min, found.max) == (float(x[finite].min()), float(x[finite].max()))
+    assert found.dim == int(((x > 0) & (x < 30) & finite).sum())
+    assert found.above == int((x > other + np.float32(2.5))[finite].sum())
